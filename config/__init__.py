@@ -1,0 +1,1 @@
+"""The default configuration shipped with mailgate (``mailgate.toml``)."""

@@ -1,0 +1,88 @@
+"""What every subcommand shares: settings, the acting person, output."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+from tabulate import tabulate
+
+from gateway.crm.contacts import Contact, find_by_address
+from gateway.errors import InvalidInput, MailgateError
+from gateway.settings import Settings
+from gateway.store import Store, StoreUnavailable
+from workflow import TransitionRefused
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class App:
+    """The state of one command-line invocation."""
+
+    settings: Settings
+    actor_address: str | None
+
+    def run(self, operation: Callable[[Store], Awaitable[T]]) -> T:
+        """Open the store, run an operation on it, close it.
+
+        Errors a person can act on become one line on stderr and exit 1.
+        """
+        try:
+            return asyncio.run(self._run(operation))
+        except (MailgateError, TransitionRefused, StoreUnavailable) as error:
+            raise click.ClickException(str(error)) from None
+
+    async def _run(self, operation: Callable[[Store], Awaitable[T]]) -> T:
+        store = await Store.open(self.settings.store)
+        try:
+            return await operation(store)
+        finally:
+            await store.close()
+
+    async def actor(self, store: Store) -> Contact:
+        """Return the acting person (``--as`` / MAILGATE_USER), one of ours.
+
+        Raises InvalidInput when none is named or they are not staff.
+        """
+        if not self.actor_address:
+            raise InvalidInput(
+                "say who is acting: --as EMAIL or MAILGATE_USER=EMAIL"
+            )
+        async with store.reading() as db:
+            person = await find_by_address(db, self.actor_address)
+        if person is None or person.kind != "person":
+            raise InvalidInput(f"no person with address {self.actor_address}")
+        if not person.internal:
+            raise InvalidInput(
+                f"{self.actor_address} is not a member of our organisation"
+            )
+
+        return person
+
+
+pass_app = click.make_pass_decorator(App)
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document."
+)
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    """Print data as JSON or text for people, on stdout."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        click.echo(text)
+
+
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
+    """Return rows as a plain table for people."""
+    if not rows:
+        return "(none)"
+
+    return str(tabulate(rows, headers=headers, tablefmt="simple"))

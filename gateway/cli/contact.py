@@ -1,0 +1,102 @@
+"""``mailgate contact``: persons and their addresses and roles."""
+
+from __future__ import annotations
+
+import click
+
+from gateway.cli.app import App, emit, json_option, pass_app, table
+from gateway.crm.contacts import Contact, add_person, list_contacts
+from gateway.crm.vocabulary import ROLES
+from gateway.store import Store
+
+
+@click.group("contact")
+def command() -> None:
+    """Persons: customers, partners and our staff."""
+
+
+@command.command("add")
+@click.argument("email")
+@click.option("--name", required=True, help="The person's name.")
+@click.option("--org", "organisation", metavar="ORG", help="Organisation.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(ROLES),
+    help="A role of ours (repeatable).",
+)
+@click.option(
+    "--address",
+    "extra",
+    multiple=True,
+    metavar="EMAIL",
+    help="Another address.",
+)
+@json_option
+@pass_app
+def add(
+    app: App,
+    email: str,
+    name: str,
+    organisation: str | None,
+    roles: tuple[str, ...],
+    extra: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Add a person with address EMAIL."""
+
+    async def operation(store: Store) -> Contact:
+        async with store.transaction() as db:
+            return await add_person(
+                db,
+                email,
+                name=name,
+                organisation=organisation,
+                roles=roles,
+                extra_addresses=extra,
+            )
+
+    person = app.run(operation)
+    emit(person.to_json(), as_json, f"contact {person.id}")
+
+
+@command.command("list")
+@json_option
+@pass_app
+def list_(app: App, as_json: bool) -> None:
+    """List contacts: organisations, then persons."""
+
+    async def operation(store: Store) -> list[Contact]:
+        async with store.reading() as db:
+            return await list_contacts(db)
+
+    contacts = app.run(operation)
+    rows = [
+        (
+            c.id,
+            c.kind,
+            c.name,
+            ", ".join(c.addresses),
+            c.organisation or "",
+            ", ".join(sorted(c.roles)),
+            "yes" if c.internal else "",
+        )
+        for c in contacts
+    ]
+    emit(
+        [c.to_json() for c in contacts],
+        as_json,
+        table(
+            rows,
+            [
+                "id",
+                "kind",
+                "name",
+                "addresses",
+                "organisation",
+                "roles",
+                "ours",
+            ],
+        ),
+    )

@@ -1,0 +1,1 @@
+"""The CRM: contacts, events, tickets and worklists, over the store."""

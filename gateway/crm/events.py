@@ -1,0 +1,713 @@
+"""Events: one communication between a sender and its recipients.
+
+Creating, reading and listing events, and moving them along the event
+workflow (``workflow.event``) with a history row for every step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from gateway.clock import as_text, now_text
+from gateway.crm import history
+from gateway.crm.contacts import (
+    ORGANISATION,
+    Contact,
+    department_of,
+    ensure_contact,
+    find_by_address,
+    get_contact,
+    is_internal,
+    members_of,
+)
+from gateway.crm.vocabulary import EVENT_TYPES, MAIL_MESSAGE, parse_word
+from gateway.errors import InvalidInput, NotFound
+from workflow import Role, TransitionRefused
+from workflow import event as event_workflow
+
+
+@dataclass(frozen=True, slots=True)
+class Party:
+    """A sender or a recipient of an event, as addressed."""
+
+    contact_id: int
+    address: str
+    name: str = ""
+    kind: str = "to"
+    delivery_status: str | None = None
+    delivery_detail: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the stable JSON form."""
+        return {
+            "contact": self.contact_id,
+            "email": self.address,
+            "name": self.name,
+            "kind": self.kind,
+            "delivery_status": self.delivery_status,
+            "delivery_detail": self.delivery_detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentInfo:
+    """An attachment's metadata; the content is a blob named by sha256."""
+
+    filename: str | None
+    content_type: str
+    size: int
+    sha256: str
+    content_id: str | None = None
+    inline: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the stable JSON form."""
+        return {
+            "filename": self.filename,
+            "content_type": self.content_type,
+            "size": self.size,
+            "sha256": self.sha256,
+            "content_id": self.content_id,
+            "inline": self.inline,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event as stored."""
+
+    id: int
+    type: str
+    nature: str | None
+    title: str
+    content: str
+    content_html: str | None
+    sender: Party
+    recipients: tuple[Party, ...]
+    direction: str
+    causality_id: int | None
+    ticket_id: int | None
+    department_id: int | None
+    start_date: str
+    author_id: int | None
+    assignee_ids: tuple[int, ...]
+    state: str
+    message_id: str | None
+    in_reply_to: tuple[str, ...]
+    references: tuple[str, ...]
+    raw_sha256: str | None
+    thread_reason: dict[str, Any] | None
+    automatic: bool
+    details: dict[str, Any]
+    created_at: str
+    attachments: tuple[AttachmentInfo, ...] = ()
+
+    @property
+    def is_mail(self) -> bool:
+        """Return whether the event is a Mail Message."""
+        return self.type == MAIL_MESSAGE
+
+    @property
+    def tag(self) -> str:
+        """Return the tag put in subjects of mail about this event."""
+        return f"[#EVT-{self.id}]"
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the stable JSON form."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "nature": self.nature,
+            "title": self.title,
+            "content": self.content,
+            "content_html": self.content_html,
+            "sender": self.sender.address,
+            "sender_name": self.sender.name,
+            "recipients": [party.to_json() for party in self.recipients],
+            "direction": self.direction,
+            "state": self.state,
+            "causality": self.causality_id,
+            "ticket": self.ticket_id,
+            "department": self.department_id,
+            "start_date": self.start_date,
+            "author": self.author_id,
+            "assignees": list(self.assignee_ids),
+            "message_id": self.message_id,
+            "in_reply_to": list(self.in_reply_to),
+            "references": list(self.references),
+            "raw_sha256": self.raw_sha256,
+            "thread_reason": self.thread_reason,
+            "automatic": self.automatic,
+            "details": self.details,
+            "attachments": [item.to_json() for item in self.attachments],
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """What is needed to create an event; addresses are created as needed."""
+
+    type: str
+    sender: str
+    to: Sequence[str | tuple[str, str]]
+    title: str
+    cc: Sequence[str | tuple[str, str]] = ()
+    bcc: Sequence[str | tuple[str, str]] = ()
+    sender_name: str = ""
+    nature: str | None = None
+    content: str = ""
+    content_html: str | None = None
+    direction: str | None = None
+    causality_id: int | None = None
+    ticket_id: int | None = None
+    department_id: int | None = None
+    start_date: datetime | None = None
+    state: str = "draft"
+    message_id: str | None = None
+    in_reply_to: Sequence[str] = ()
+    references: Sequence[str] = ()
+    raw_sha256: str | None = None
+    thread_reason: dict[str, Any] | None = None
+    automatic: bool = False
+    details: dict[str, Any] = field(default_factory=dict)
+    attachments: Sequence[AttachmentInfo] = ()
+    assignee_ids: Sequence[int] | None = None
+
+
+async def create_event(
+    db: aiosqlite.Connection,
+    new: NewEvent,
+    actor: Contact | None,
+    *,
+    transition: str = "create",
+    comment: str = "",
+) -> Event:
+    """Create an event and its first history row; return it.
+
+    Unknown addresses become external contacts. The direction follows the
+    sender (one of ours: outgoing) unless given. The author (``actor``; None
+    for the gateway) is the assignee unless ``assignee_ids`` says otherwise.
+    Raises InvalidInput for an unknown type, no recipient, a bad address
+    or a missing causality or ticket.
+    """
+    event_type = parse_word(new.type, EVENT_TYPES, "event type")
+    if not (new.to or new.cc or new.bcc):
+        raise InvalidInput("an event needs at least one recipient")
+    if new.causality_id is not None:
+        await _require(db, "event", new.causality_id)
+    if new.ticket_id is not None:
+        await _require(db, "ticket", new.ticket_id)
+
+    sender = await ensure_contact(db, new.sender, new.sender_name)
+    direction = new.direction
+    if direction is None:
+        direction = "outgoing" if sender.internal else "incoming"
+    department_id = new.department_id
+    if department_id is None and direction == "outgoing":
+        department_id = await department_of(db, sender.id)
+    start_date = as_text(new.start_date) if new.start_date else now_text()
+
+    cursor = await db.execute(
+        """
+        INSERT INTO event (type, nature, title, content, content_html,
+            sender_id, direction, causality_id, ticket_id, department_id,
+            start_date, author_id, state, message_id, in_reply_to,
+            "references", raw_sha256, thread_reason, automatic, details,
+            created_at)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """,
+        (
+            event_type,
+            new.nature,
+            new.title,
+            new.content,
+            new.content_html,
+            sender.id,
+            direction,
+            new.causality_id,
+            new.ticket_id,
+            department_id,
+            start_date,
+            actor.id if actor else None,
+            new.state,
+            new.message_id,
+            json.dumps(list(new.in_reply_to)),
+            json.dumps(list(new.references)),
+            new.raw_sha256,
+            json.dumps(new.thread_reason) if new.thread_reason else None,
+            int(new.automatic),
+            json.dumps(new.details, ensure_ascii=False),
+            now_text(),
+        ),
+    )
+    event_id = cursor.lastrowid
+    assert event_id is not None
+
+    await _add_recipients(db, event_id, new)
+    assignees = new.assignee_ids
+    if assignees is None:
+        assignees = [actor.id] if actor else []
+    await _set_assignees(db, event_id, assignees)
+    await db.executemany(
+        "INSERT INTO attachment (event_id, position, filename, content_type, "
+        "size, sha256, content_id, inline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (
+                event_id,
+                position,
+                item.filename,
+                item.content_type,
+                item.size,
+                item.sha256,
+                item.content_id,
+                int(item.inline),
+            )
+            for position, item in enumerate(new.attachments)
+        ],
+    )
+    await history.record(
+        db,
+        "event",
+        event_id,
+        transition,
+        None,
+        new.state,
+        actor.id if actor else None,
+        comment,
+    )
+
+    return await get_event(db, event_id)
+
+
+async def get_event(db: aiosqlite.Connection, event_id: int) -> Event:
+    """Return one event; NotFound if there is none."""
+    async with db.execute(
+        "SELECT * FROM event WHERE id = ?", (event_id,)
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        raise NotFound(f"no event {event_id}")
+
+    async with db.execute(
+        "SELECT contact_id, address, name, kind, delivery_status, "
+        "delivery_detail FROM event_recipient WHERE event_id = ? "
+        "ORDER BY position",
+        (event_id,),
+    ) as cursor:
+        recipients = tuple(
+            Party(r[0], r[1], r[2], r[3], r[4], r[5])
+            for r in await cursor.fetchall()
+        )
+    async with db.execute(
+        "SELECT contact_id FROM event_assignee WHERE event_id = ? "
+        "ORDER BY contact_id",
+        (event_id,),
+    ) as cursor:
+        assignees = tuple(int(r[0]) for r in await cursor.fetchall())
+    async with db.execute(
+        "SELECT filename, content_type, size, sha256, content_id, inline "
+        "FROM attachment WHERE event_id = ? ORDER BY position",
+        (event_id,),
+    ) as cursor:
+        attachments = tuple(
+            AttachmentInfo(r[0], r[1], r[2], r[3], r[4], bool(r[5]))
+            for r in await cursor.fetchall()
+        )
+    sender = await get_contact(db, row["sender_id"])
+    details = json.loads(row["details"])
+
+    return Event(
+        id=row["id"],
+        type=row["type"],
+        nature=row["nature"],
+        title=row["title"],
+        content=row["content"],
+        content_html=row["content_html"],
+        sender=Party(
+            sender.id,
+            details.get("sender_address") or sender.email or "",
+            details.get("sender_name") or sender.name,
+            "from",
+        ),
+        recipients=recipients,
+        direction=row["direction"],
+        causality_id=row["causality_id"],
+        ticket_id=row["ticket_id"],
+        department_id=row["department_id"],
+        start_date=row["start_date"],
+        author_id=row["author_id"],
+        assignee_ids=assignees,
+        state=row["state"],
+        message_id=row["message_id"],
+        in_reply_to=tuple(json.loads(row["in_reply_to"])),
+        references=tuple(json.loads(row["references"])),
+        raw_sha256=row["raw_sha256"],
+        thread_reason=(
+            json.loads(row["thread_reason"]) if row["thread_reason"] else None
+        ),
+        automatic=bool(row["automatic"]),
+        details=details,
+        created_at=row["created_at"],
+        attachments=attachments,
+    )
+
+
+async def list_events(
+    db: aiosqlite.Connection,
+    *,
+    state: str | None = None,
+    event_type: str | None = None,
+    direction: str | None = None,
+    ticket_id: int | None = None,
+    contact: str | None = None,
+    limit: int = 100,
+) -> list[Event]:
+    """Return events matching every filter given, newest first."""
+    clauses: list[str] = []
+    parameters: list[Any] = []
+    if state is not None:
+        clauses.append("e.state = ?")
+        parameters.append(state)
+    if event_type is not None:
+        clauses.append("e.type = ?")
+        parameters.append(parse_word(event_type, EVENT_TYPES, "event type"))
+    if direction is not None:
+        clauses.append("e.direction = ?")
+        parameters.append(direction)
+    if ticket_id is not None:
+        clauses.append("e.ticket_id = ?")
+        parameters.append(ticket_id)
+    if contact is not None:
+        found = await find_by_address(db, contact)
+        if found is None:
+            return []
+        clauses.append(
+            "(e.sender_id = ? OR e.id IN (SELECT event_id FROM "
+            "event_recipient WHERE contact_id = ?))"
+        )
+        parameters.extend([found.id, found.id])
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    async with db.execute(
+        f"SELECT e.id FROM event e {where} ORDER BY e.id DESC LIMIT ?",
+        [*parameters, limit],
+    ) as cursor:
+        ids = [int(row[0]) for row in await cursor.fetchall()]
+
+    return [await get_event(db, event_id) for event_id in ids]
+
+
+async def causality_chain(
+    db: aiosqlite.Connection, event: Event
+) -> list[Event]:
+    """Return the events that caused this one, nearest first."""
+    chain: list[Event] = []
+    seen = {event.id}
+    current = event
+    while (
+        current.causality_id is not None and current.causality_id not in seen
+    ):
+        current = await get_event(db, current.causality_id)
+        seen.add(current.id)
+        chain.append(current)
+
+    return chain
+
+
+async def history_of(
+    db: aiosqlite.Connection, event_id: int
+) -> list[history.Step]:
+    """Return an event's history, oldest first."""
+    return await history.steps_of(db, "event", event_id)
+
+
+async def roles_of(
+    db: aiosqlite.Connection, event: Event, actor: Contact | None
+) -> frozenset[Role]:
+    """Return what the actor is to the event (author, assignee, ...).
+
+    None stands for the gateway itself. When no one is assigned, the
+    internal recipients of an incoming event (a person, or the members of
+    a department) stand as its assignees.
+    """
+    if actor is None:
+        return frozenset({Role.SYSTEM})
+
+    roles: set[Role] = set()
+    if actor.internal:
+        roles.add(Role.STAFF)
+    if actor.is_manager:
+        roles.add(Role.MANAGER)
+    if event.author_id == actor.id:
+        roles.add(Role.AUTHOR)
+    if actor.id in await handlers_of(db, event):
+        roles.add(Role.ASSIGNEE)
+    if await _in_recipient_department(db, event, actor):
+        roles.add(Role.DEPARTMENT_MEMBER)
+
+    return frozenset(roles)
+
+
+async def handlers_of(db: aiosqlite.Connection, event: Event) -> set[int]:
+    """Return who handles an event: its assignees, else its recipients.
+
+    Recipients count only for incoming events, and a recipient department
+    counts as all its members.
+    """
+    if event.assignee_ids:
+        return set(event.assignee_ids)
+    if event.direction != "incoming":
+        return set()
+
+    handlers: set[int] = set()
+    for party in event.recipients:
+        contact = await get_contact(db, party.contact_id)
+        if not contact.internal:
+            continue
+        if contact.kind == ORGANISATION:
+            handlers.update(await members_of(db, contact.id))
+        else:
+            handlers.add(contact.id)
+
+    return handlers
+
+
+async def transition(
+    db: aiosqlite.Connection,
+    event_id: int,
+    name: str,
+    actor: Contact | None,
+    comment: str = "",
+) -> Event:
+    """Take one workflow step; TransitionRefused if not allowed.
+
+    Nothing changes when it is refused.
+    """
+    event = await get_event(db, event_id)
+    state = await _decide(db, event, name, actor)
+    await _move(db, event, name, state, actor, comment)
+
+    return await get_event(db, event_id)
+
+
+async def assign(
+    db: aiosqlite.Connection,
+    event_id: int,
+    assignee: Contact,
+    actor: Contact | None,
+    comment: str = "",
+) -> Event:
+    """Hand a received event to another person of ours to handle."""
+    event = await get_event(db, event_id)
+    state = await _decide(db, event, "assign", actor)
+    if not assignee.internal or assignee.kind != "person":
+        raise InvalidInput(
+            f"{assignee.email or assignee.name} is not a person of our "
+            "organisation"
+        )
+
+    await _set_assignees(db, event_id, [assignee.id])
+    note = f"assigned to {assignee.email}"
+    await _move(
+        db,
+        event,
+        "assign",
+        state,
+        actor,
+        f"{note}: {comment}" if comment else note,
+    )
+
+    return await get_event(db, event_id)
+
+
+async def follow_up(
+    db: aiosqlite.Connection,
+    event_id: int,
+    ticket_id: int,
+    actor: Contact | None,
+    comment: str = "",
+) -> Event:
+    """Attach an event to a ticket; a received event is delivered by it."""
+    event = await get_event(db, event_id)
+    await _require(db, "ticket", ticket_id)
+    state = await _decide(db, event, "follow-up", actor)
+
+    await db.execute(
+        "UPDATE event SET ticket_id = ? WHERE id = ?", (ticket_id, event_id)
+    )
+    note = f"follows up ticket {ticket_id}"
+    await _move(
+        db,
+        event,
+        "follow-up",
+        state,
+        actor,
+        f"{note}: {comment}" if comment else note,
+    )
+
+    return await get_event(db, event_id)
+
+
+async def acknowledge(
+    db: aiosqlite.Connection, event_id: int, actor: Contact, comment: str = ""
+) -> Event:
+    """Record a sent event of another department as received in the actor's.
+
+    Returns the new incoming event, in state received, whose causality is
+    the original. Raises TransitionRefused unless the original is sent,
+    comes from another department of ours, and the actor belongs to one of
+    its recipient departments.
+    """
+    original = await get_event(db, event_id)
+    await _decide(db, original, "acknowledge", actor)
+    department = await department_of(db, actor.id)
+    if department is None or department == original.department_id:
+        raise TransitionRefused(
+            "cannot acknowledge this event: it must come from another "
+            "department of ours than yours"
+        )
+    if not await is_internal(db, original.sender.contact_id):
+        raise TransitionRefused(
+            "cannot acknowledge this event: its sender is not of our "
+            "organisation"
+        )
+
+    acknowledged = await create_event(
+        db,
+        NewEvent(
+            type=original.type,
+            sender=original.sender.address,
+            sender_name=original.sender.name,
+            to=_addressed(original, "to"),
+            cc=_addressed(original, "cc"),
+            title=original.title,
+            nature=original.nature,
+            content=original.content,
+            content_html=original.content_html,
+            direction="incoming",
+            causality_id=original.id,
+            ticket_id=original.ticket_id,
+            department_id=department,
+            state="received",
+            message_id=original.message_id,
+        ),
+        actor,
+        transition="acknowledge",
+        comment=comment,
+    )
+    await history.record(
+        db,
+        "event",
+        original.id,
+        "acknowledge",
+        original.state,
+        original.state,
+        actor.id,
+        f"acknowledged as event {acknowledged.id}",
+    )
+
+    return acknowledged
+
+
+async def _decide(
+    db: aiosqlite.Connection, event: Event, name: str, actor: Contact | None
+) -> str:
+    roles = await roles_of(db, event, actor)
+
+    return event_workflow.next_state(
+        event.state, name, roles, mail=event.is_mail
+    )
+
+
+async def _move(
+    db: aiosqlite.Connection,
+    event: Event,
+    name: str,
+    state: str,
+    actor: Contact | None,
+    comment: str,
+) -> None:
+    cursor = await db.execute(
+        "UPDATE event SET state = ? WHERE id = ? AND state = ?",
+        (state, event.id, event.state),
+    )
+    if cursor.rowcount != 1:
+        raise TransitionRefused(
+            f"event {event.id} changed while this step was being taken"
+        )
+    await history.record(
+        db,
+        "event",
+        event.id,
+        name,
+        event.state,
+        state,
+        actor.id if actor else None,
+        comment,
+    )
+
+
+async def _add_recipients(
+    db: aiosqlite.Connection, event_id: int, new: NewEvent
+) -> None:
+    rows: list[tuple[int, int, str, int, str, str]] = []
+    seen: set[tuple[str, int]] = set()
+    for kind, addressed in (("to", new.to), ("cc", new.cc), ("bcc", new.bcc)):
+        for item in addressed:
+            address, name = (item, "") if isinstance(item, str) else item
+            contact = await ensure_contact(db, address, name)
+            if (kind, contact.id) in seen:
+                continue
+            seen.add((kind, contact.id))
+            shown = address if "@" in address else contact.email or address
+            rows.append((event_id, len(rows), kind, contact.id, shown, name))
+    await db.executemany(
+        "INSERT INTO event_recipient (event_id, position, kind, contact_id, "
+        "address, name) VALUES (?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+async def _set_assignees(
+    db: aiosqlite.Connection, event_id: int, assignees: Sequence[int]
+) -> None:
+    await db.execute(
+        "DELETE FROM event_assignee WHERE event_id = ?", (event_id,)
+    )
+    await db.executemany(
+        "INSERT INTO event_assignee (event_id, contact_id) VALUES (?, ?)",
+        [(event_id, contact_id) for contact_id in sorted(set(assignees))],
+    )
+
+
+async def _in_recipient_department(
+    db: aiosqlite.Connection, event: Event, actor: Contact
+) -> bool:
+    department = await department_of(db, actor.id)
+    if department is None:
+        return False
+    for party in event.recipients:
+        if party.contact_id == department:
+            return True
+        if await department_of(db, party.contact_id) == department:
+            return True
+
+    return False
+
+
+async def _require(db: aiosqlite.Connection, table: str, row_id: int) -> None:
+    async with db.execute(
+        f"SELECT 1 FROM {table} WHERE id = ?", (row_id,)
+    ) as cursor:
+        if await cursor.fetchone() is None:
+            raise InvalidInput(f"no {table} {row_id}")
+
+
+def _addressed(event: Event, kind: str) -> list[tuple[str, str]]:
+    return [(p.address, p.name) for p in event.recipients if p.kind == kind]

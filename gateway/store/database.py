@@ -1,0 +1,134 @@
+"""The store's SQLite connections, transactions and data directory.
+
+One writer connection, guarded by a lock so that one transaction runs at a
+time in this process, and one reader connection, which in WAL mode sees the
+last committed state while a write is under way. Other processes (the CLI
+beside the daemon) wait up to ``busy_timeout_ms`` for the write lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiosqlite
+import structlog
+
+from gateway.settings import StoreSettings
+from gateway.store.blobs import BlobStore
+from gateway.store.schema import migrate
+
+logger = structlog.get_logger(__name__)
+
+DATABASE_NAME = "mailgate.sqlite3"
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be written now (locked, read-only, disk full...).
+
+    The caller should answer so that the work is retried later.
+    """
+
+
+class Store:
+    """The event store of one data directory."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+    ) -> None:
+        self.data_dir = data_dir
+        self.blobs = BlobStore(data_dir / "blobs")
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, settings: StoreSettings) -> Store:
+        """Open (creating and migrating if need be) the store of settings.
+
+        Raises StoreUnavailable when the directory or database cannot be
+        opened.
+        """
+        data_dir = settings.data_dir.resolve()
+        path = data_dir / DATABASE_NAME
+        opened: list[aiosqlite.Connection] = []
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            opened.append(await _connect(path, settings.busy_timeout_ms))
+            await opened[0].execute("PRAGMA journal_mode = WAL")
+            await migrate(opened[0])
+            opened.append(await _connect(path, settings.busy_timeout_ms))
+        except (OSError, sqlite3.Error) as error:
+            for connection in opened:
+                await connection.close()
+            raise StoreUnavailable(
+                f"cannot open the store in {data_dir}: {error}"
+            ) from error
+
+        return cls(data_dir, opened[0], opened[1])
+
+    async def close(self) -> None:
+        """Close both connections."""
+        await self._reader.close()
+        await self._writer.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Run one write transaction: committed on exit, rolled back on error.
+
+        SQLite faults that a retry may cure (busy, read-only, disk full,
+        I/O) are raised as StoreUnavailable; nothing of the transaction is
+        kept then.
+        """
+        async with self._write_lock:
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as error:
+                raise StoreUnavailable(str(error)) from error
+            try:
+                yield self._writer
+                await self._writer.execute("COMMIT")
+            except BaseException as error:
+                await self._rollback()
+                if isinstance(error, sqlite3.OperationalError):
+                    raise StoreUnavailable(str(error)) from error
+                raise
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Give a connection that sees one committed snapshot of the store."""
+        async with self._read_lock:
+            await self._reader.execute("BEGIN")
+            try:
+                yield self._reader
+            finally:
+                await self._reader.execute("COMMIT")
+
+    async def _rollback(self) -> None:
+        """Roll back the writer's transaction if one is still open."""
+        if self._writer.in_transaction:
+            try:
+                await self._writer.execute("ROLLBACK")
+            except sqlite3.Error as error:
+                logger.error("store.rollback_failed", error=str(error))
+
+
+async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
+    """Open one connection with the pragmas every connection needs."""
+    connection = await aiosqlite.connect(
+        path, isolation_level=None, timeout=busy_timeout_ms / 1000
+    )
+    connection.row_factory = aiosqlite.Row
+    await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    await connection.execute("PRAGMA foreign_keys = ON")
+    # FULL: a commit is on disk before we answer anyone that it is stored.
+    await connection.execute("PRAGMA synchronous = FULL")
+
+    return connection

@@ -1,0 +1,199 @@
+"""The store's schema, created and migrated by the program itself.
+
+``PRAGMA user_version`` holds the number of migrations applied; each
+migration runs once, in order, inside one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import aiosqlite
+import structlog
+
+logger = structlog.get_logger(__name__)
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: contacts, tickets, events, attachments, history.
+    """
+    CREATE TABLE contact (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('person', 'organisation')),
+        name TEXT NOT NULL,
+        -- A person's organisation; an organisation's parent.
+        parent_id INTEGER REFERENCES contact(id),
+        -- Organisations only: part of our own organisation.
+        internal INTEGER NOT NULL DEFAULT 0,
+        password_hash TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX contact_organisation_name
+        ON contact(name COLLATE NOCASE) WHERE kind = 'organisation';
+    CREATE INDEX contact_parent ON contact(parent_id);
+
+    CREATE TABLE contact_address (
+        -- Local part as written, domain lower-cased.
+        key TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        contact_id INTEGER NOT NULL REFERENCES contact(id),
+        position INTEGER NOT NULL
+    );
+    CREATE INDEX contact_address_contact ON contact_address(contact_id);
+    CREATE INDEX contact_address_folded
+        ON contact_address(key COLLATE NOCASE);
+
+    CREATE TABLE contact_role (
+        contact_id INTEGER NOT NULL REFERENCES contact(id),
+        role TEXT NOT NULL,
+        PRIMARY KEY (contact_id, role)
+    );
+
+    CREATE TABLE organisation_domain (
+        domain TEXT PRIMARY KEY,
+        organisation_id INTEGER NOT NULL REFERENCES contact(id)
+    );
+
+    CREATE TABLE ticket (
+        id INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        title TEXT NOT NULL,
+        state TEXT NOT NULL,
+        author_id INTEGER REFERENCES contact(id),
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX ticket_state ON ticket(state, id);
+
+    CREATE TABLE event (
+        id INTEGER PRIMARY KEY,
+        type TEXT NOT NULL,
+        nature TEXT,
+        title TEXT NOT NULL,
+        content TEXT NOT NULL DEFAULT '',
+        content_html TEXT,
+        sender_id INTEGER NOT NULL REFERENCES contact(id),
+        direction TEXT NOT NULL
+            CHECK (direction IN ('incoming', 'outgoing')),
+        causality_id INTEGER REFERENCES event(id),
+        ticket_id INTEGER REFERENCES ticket(id),
+        -- The department of ours the event belongs to, when known.
+        department_id INTEGER REFERENCES contact(id),
+        start_date TEXT NOT NULL,
+        author_id INTEGER REFERENCES contact(id),
+        state TEXT NOT NULL,
+        message_id TEXT,
+        in_reply_to TEXT NOT NULL DEFAULT '[]',
+        "references" TEXT NOT NULL DEFAULT '[]',
+        raw_sha256 TEXT,
+        -- Why the causality was chosen: header and value, as JSON.
+        thread_reason TEXT,
+        automatic INTEGER NOT NULL DEFAULT 0,
+        -- Facts kept from the message (Reply-To, List-Id, defects...).
+        details TEXT NOT NULL DEFAULT '{}',
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX event_state ON event(state, id);
+    CREATE INDEX event_ticket ON event(ticket_id, id);
+    CREATE INDEX event_causality ON event(causality_id);
+    CREATE INDEX event_sender ON event(sender_id, id);
+    CREATE INDEX event_message_id ON event(message_id);
+    CREATE INDEX event_type ON event(type, id);
+
+    CREATE TABLE event_recipient (
+        event_id INTEGER NOT NULL REFERENCES event(id),
+        position INTEGER NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('to', 'cc', 'bcc')),
+        contact_id INTEGER NOT NULL REFERENCES contact(id),
+        address TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        -- Outbound delivery: queued, deferred, sent, bounced.
+        delivery_status TEXT,
+        delivery_detail TEXT,
+        PRIMARY KEY (event_id, position)
+    );
+    CREATE INDEX event_recipient_contact
+        ON event_recipient(contact_id, event_id);
+
+    CREATE TABLE event_assignee (
+        event_id INTEGER NOT NULL REFERENCES event(id),
+        contact_id INTEGER NOT NULL REFERENCES contact(id),
+        PRIMARY KEY (event_id, contact_id)
+    );
+    CREATE INDEX event_assignee_contact
+        ON event_assignee(contact_id, event_id);
+
+    CREATE TABLE attachment (
+        id INTEGER PRIMARY KEY,
+        event_id INTEGER NOT NULL REFERENCES event(id),
+        position INTEGER NOT NULL,
+        filename TEXT,
+        content_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        content_id TEXT,
+        inline INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX attachment_event ON attachment(event_id, position);
+
+    CREATE TABLE history (
+        id INTEGER PRIMARY KEY,
+        object_type TEXT NOT NULL CHECK (object_type IN ('event', 'ticket')),
+        object_id INTEGER NOT NULL,
+        transition TEXT NOT NULL,
+        state_before TEXT,
+        state_after TEXT NOT NULL,
+        -- NULL: the gateway itself.
+        actor_id INTEGER REFERENCES contact(id),
+        at TEXT NOT NULL,
+        comment TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX history_object ON history(object_type, object_id, id);
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+async def migrate(connection: aiosqlite.Connection) -> int:
+    """Apply every migration the database lacks; return the version.
+
+    Raises RuntimeError when the database is newer than this program.
+    """
+    async with connection.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"the store has schema version {version}, newer than this "
+            f"mailgate ({SCHEMA_VERSION}); upgrade mailgate"
+        )
+
+    for number in range(version + 1, SCHEMA_VERSION + 1):
+        await connection.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[number - 1]):
+                await connection.execute(statement)
+            await connection.execute(f"PRAGMA user_version = {number}")
+        except BaseException:
+            await connection.execute("ROLLBACK")
+            raise
+        await connection.execute("COMMIT")
+        logger.info("store.migrated", schema_version=number)
+
+    return SCHEMA_VERSION
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into complete SQL statements."""
+    statements: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        raise ValueError(
+            f"incomplete SQL at the end of a migration: {pending}"
+        )
+
+    return statements
