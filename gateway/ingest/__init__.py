@@ -1,0 +1,1 @@
+"""Inbound mail: reading messages as they arrive, whatever their shape."""

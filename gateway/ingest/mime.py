@@ -1,0 +1,188 @@
+"""MIME structure of an inbound message, as the stdlib parser builds it.
+
+The parser runs with the compat32 policy changed in two ways:
+
+- header values come back exactly as received (compat32 turns values
+  with 8-bit octets into ``Header`` objects whose ``str()`` loses them);
+- ``message/*`` parts stay leaves holding their octets. RFC 2046 5.2.1
+  wants an attached message stored as transmitted, and a re-serialised
+  parse is not that; delivery status fields are read from the octets too.
+"""
+
+from __future__ import annotations
+
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import Compat32
+from typing import TYPE_CHECKING, TypeAlias
+
+from gateway.ingest.charsets import decode_octets, repair_header_text
+from gateway.ingest.headers import decode_encoded_words, one_line, unfold
+
+# typeshed makes Message generic over its header types; at run time it is
+# not subscriptable.
+Part: TypeAlias = "Message[str, str]"
+if TYPE_CHECKING:
+    _MessageBase = Message[str, str]
+else:
+    _MessageBase = Message
+
+_KNOWN_TRANSFER_ENCODINGS = frozenset(
+    {
+        "7bit",
+        "8bit",
+        "binary",
+        "base64",
+        "quoted-printable",
+        "x-uuencode",
+        "uuencode",
+        "uue",
+        "x-uue",
+    }
+)
+
+
+class _RawHeaderPolicy(Compat32):
+    """compat32, but header values are handed out exactly as received."""
+
+    def header_fetch_parse(self, name: str, value: str) -> str:
+        return value
+
+
+class _LeafMessage(_MessageBase):
+    """A message whose ``message/*`` parts the parser keeps as octets.
+
+    The feed parser descends into a part when ``get_content_type`` says
+    ``message/...``; answering ``application/octet-stream`` instead keeps
+    the encapsulated octets as the part's payload. Use ``content_type``
+    for the declared type.
+    """
+
+    def get_content_type(self) -> str:
+        declared = content_type(self)
+        if declared.startswith("message/"):
+            return "application/octet-stream"
+
+        return declared
+
+
+_PARSER = BytesParser(_LeafMessage, policy=_RawHeaderPolicy())
+
+
+def parse_structure(raw: bytes, problems: list[str]) -> Part:
+    """Parse octets into a tree of parts; never raises on bad MIME."""
+    try:
+        return _PARSER.parsebytes(raw)
+    except RecursionError:
+        # The feed parser recurses once per nesting level.
+        problems.append("MIME nesting too deep; body kept unparsed")
+        return _PARSER.parsebytes(raw, headersonly=True)
+
+
+def subparts(part: Part) -> list[Part] | None:
+    """Return the parts of a multipart, None for a leaf."""
+    if not part.is_multipart():
+        return None
+
+    payload = part.get_payload()
+    if not isinstance(payload, list):
+        return None
+
+    return [child for child in payload if isinstance(child, Message)]
+
+
+def content_type(part: Part) -> str:
+    """Return the declared lower-case ``maintype/subtype`` of a part."""
+    return Message.get_content_type(part)
+
+
+def param(
+    part: Part,
+    name: str,
+    problems: list[str],
+    header: str = "content-type",
+) -> str | None:
+    """Return a decoded header parameter, None when absent or empty.
+
+    The stdlib joins RFC 2231 continuations and percent-decodes them;
+    their charset, and RFC 2047 words in quoted values (forbidden by RFC
+    2047 5, sent by Outlook and Thunderbird), are decoded here.
+    """
+    try:
+        value = part.get_param(name, header=header)
+    except Exception:  # the stdlib trips over malformed RFC 2231 sections
+        problems.append(f"{header}: parameter {name} unreadable")
+        return None
+
+    if isinstance(value, tuple):
+        charset, _language, encoded = value
+        try:
+            octets = encoded.encode("latin-1", "surrogateescape")
+        except UnicodeEncodeError:
+            octets = encoded.encode("utf-8", "surrogateescape")
+        decoded = decode_octets(octets, charset or None)
+        if decoded.problem:
+            problems.append(f"{header} {name}: {decoded.problem}")
+        text = decoded.text
+    elif value is None:
+        return None
+    else:
+        repaired = repair_header_text(unfold(value))
+        if repaired.problem:
+            problems.append(f"{header} {name}: {repaired.problem}")
+        text = decode_encoded_words(repaired.text, problems)
+
+    return one_line(text) or None
+
+
+def disposition(part: Part) -> str | None:
+    """Return the lower-case Content-Disposition type (RFC 2183)."""
+    value = part.get("content-disposition")
+    if value is None:
+        return None
+
+    kind = str(value).partition(";")[0].strip().lower()
+
+    return kind or None
+
+
+def filename(part: Part, problems: list[str]) -> str | None:
+    """Return the part's file name; Content-Disposition wins (RFC 2183)."""
+    name = param(part, "filename", problems, header="content-disposition")
+    if name is None:
+        name = param(part, "name", problems)
+
+    return name
+
+
+def content_id(part: Part) -> str | None:
+    """Return the Content-ID without its angle brackets."""
+    value = part.get("content-id")
+    if value is None:
+        return None
+
+    text = repair_header_text(unfold(str(value))).text.strip()
+
+    return text.removeprefix("<").removesuffix(">").strip() or None
+
+
+def payload_octets(part: Part, problems: list[str]) -> bytes:
+    """Return a leaf part's body with its transfer encoding undone."""
+    declared = part.get("content-transfer-encoding")
+    if declared is not None:
+        encoding = str(declared).strip().lower()
+        # compat32 compares the raw value, so " base64 " would not decode.
+        if encoding != declared:
+            part.replace_header("content-transfer-encoding", encoding)
+        if encoding not in _KNOWN_TRANSFER_ENCODINGS:
+            problems.append(f"unknown transfer encoding {encoding!r}")
+
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # bad uuencode and the like
+        problems.append("body part could not be decoded; kept as sent")
+        del part["content-transfer-encoding"]
+        part["Content-Transfer-Encoding"] = "8bit"
+        payload = part.get_payload(decode=True)
+
+    return payload if isinstance(payload, bytes) else b""
