@@ -75,6 +75,26 @@ class CrmSettings(Section):
         return natures
 
 
+class SmtpSettings(Section):
+    """The inbound listener that mail servers relay our mail to."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 2525
+    lmtp_enabled: bool = False
+    lmtp_port: Annotated[int, Field(ge=0, le=65535)] = 2424
+    # The name we give in the greeting and Received fields; empty: the
+    # machine's fully qualified name.
+    hostname: str = ""
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 26_214_400
+    # Longest line accepted in DATA, in octets (RFC 5321 4.5.3.1.6 asks
+    # for 1000 at least; many real messages exceed it).
+    max_line_bytes: Annotated[int, Field(ge=1001)] = 1_048_576
+    timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    # How long shutdown waits for messages being stored.
+    shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
+
+
 class LogSettings(Section):
     """How the structured log is written."""
 
@@ -98,6 +118,7 @@ class Settings(BaseSettings):
 
     store: StoreSettings = StoreSettings()
     crm: CrmSettings = CrmSettings()
+    smtp: SmtpSettings = SmtpSettings()
     log: LogSettings = LogSettings()
 
     @classmethod

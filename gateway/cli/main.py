@@ -6,7 +6,16 @@ from pathlib import Path
 
 import click
 
-from gateway.cli import contact, event, org, ticket, worklist
+from gateway.cli import (
+    contact,
+    event,
+    ingest,
+    org,
+    quarantine,
+    serve,
+    ticket,
+    worklist,
+)
 from gateway.cli.app import App
 from gateway.logs import configure_logging
 from gateway.settings import SettingsError, load_settings
@@ -40,5 +49,14 @@ def main(
     context.obj = App(settings=settings, actor_address=actor)
 
 
-for module in (org, contact, event, ticket, worklist):
+for module in (
+    org,
+    contact,
+    event,
+    ticket,
+    worklist,
+    ingest,
+    quarantine,
+    serve,
+):
     main.add_command(module.command)

@@ -415,3 +415,27 @@ def _row_id(cursor: aiosqlite.Cursor) -> int:
         raise RuntimeError("insert returned no row id")
 
     return cursor.lastrowid
+
+
+async def our_mailbox(db: aiosqlite.Connection, address: str) -> int | None:
+    """Return the department an address of ours leads to, else None.
+
+    An address is ours when it belongs to a person or organisation of ours,
+    or is at a mail domain of ours (then it leads to that domain's
+    organisation). Returns None for anyone else's address.
+    """
+    try:
+        found = await find_by_address(db, address)
+    except InvalidInput:
+        return None
+    if found is not None and found.internal:
+        department = await department_of(db, found.id)
+        return department if department is not None else found.id
+    if found is not None:
+        return None
+
+    organisation = await organisation_of_domain(db, domain_of(address))
+    if organisation is None or not await is_internal(db, organisation):
+        return None
+
+    return organisation

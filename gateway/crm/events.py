@@ -107,6 +107,7 @@ class Event:
     details: dict[str, Any]
     created_at: str
     attachments: tuple[AttachmentInfo, ...] = ()
+    triage: dict[str, Any] | None = None
 
     @property
     def is_mail(self) -> bool:
@@ -143,6 +144,7 @@ class Event:
             "references": list(self.references),
             "raw_sha256": self.raw_sha256,
             "thread_reason": self.thread_reason,
+            "triage": self.triage,
             "automatic": self.automatic,
             "details": self.details,
             "attachments": [item.to_json() for item in self.attachments],
@@ -179,6 +181,7 @@ class NewEvent:
     details: dict[str, Any] = field(default_factory=dict)
     attachments: Sequence[AttachmentInfo] = ()
     assignee_ids: Sequence[int] | None = None
+    triage: dict[str, Any] | None = None
 
 
 async def create_event(
@@ -220,8 +223,9 @@ async def create_event(
             sender_id, direction, causality_id, ticket_id, department_id,
             start_date, author_id, state, message_id, in_reply_to,
             "references", raw_sha256, thread_reason, automatic, details,
-            created_at)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            created_at, triage)
+        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+            ?)
         """,
         (
             event_type,
@@ -245,6 +249,7 @@ async def create_event(
             int(new.automatic),
             json.dumps(new.details, ensure_ascii=False),
             now_text(),
+            json.dumps(new.triage) if new.triage else None,
         ),
     )
     event_id = cursor.lastrowid
@@ -356,6 +361,7 @@ async def get_event(db: aiosqlite.Connection, event_id: int) -> Event:
         details=details,
         created_at=row["created_at"],
         attachments=attachments,
+        triage=json.loads(row["triage"]) if row["triage"] else None,
     )
 
 

@@ -148,6 +148,75 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX history_object ON history(object_type, object_id, id);
     """,
+    # 2: inbound mail: dedup keys, threading indexes, receipts, bounces,
+    # quarantine and triage.
+    """
+    -- One row per message per sender: what makes a redelivery a duplicate.
+    CREATE TABLE message_key (
+        key TEXT PRIMARY KEY,
+        event_id INTEGER NOT NULL REFERENCES event(id)
+    );
+
+    -- Every Message-ID an event names in References or In-Reply-To, so
+    -- that a later reply naming only an ancestor still finds the thread.
+    CREATE TABLE message_reference (
+        message_id TEXT NOT NULL,
+        event_id INTEGER NOT NULL REFERENCES event(id),
+        PRIMARY KEY (message_id, event_id)
+    );
+
+    -- Outlook's Thread-Index, hex: the whole value and its 22-byte root.
+    CREATE TABLE thread_index (
+        event_id INTEGER PRIMARY KEY REFERENCES event(id),
+        value TEXT NOT NULL,
+        root TEXT NOT NULL
+    );
+    CREATE INDEX thread_index_value ON thread_index(value);
+    CREATE INDEX thread_index_root ON thread_index(root, event_id);
+
+    -- Each time a message reached one of our mailboxes.
+    CREATE TABLE receipt (
+        id INTEGER PRIMARY KEY,
+        event_id INTEGER REFERENCES event(id),
+        mailbox TEXT NOT NULL,
+        source TEXT NOT NULL,
+        raw_sha256 TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    );
+    CREATE INDEX receipt_event ON receipt(event_id);
+
+    -- Delivery status notifications about our outgoing events.
+    CREATE TABLE delivery_report (
+        id INTEGER PRIMARY KEY,
+        event_id INTEGER NOT NULL REFERENCES event(id),
+        recipient TEXT NOT NULL,
+        action TEXT NOT NULL,
+        status TEXT NOT NULL,
+        diagnostic TEXT NOT NULL,
+        raw_sha256 TEXT NOT NULL,
+        received_at TEXT NOT NULL
+    );
+    CREATE INDEX delivery_report_event ON delivery_report(event_id);
+
+    -- Messages that could not be understood, kept raw for an operator.
+    CREATE TABLE quarantine (
+        id INTEGER PRIMARY KEY,
+        raw_sha256 TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        source TEXT NOT NULL,
+        mailboxes TEXT NOT NULL DEFAULT '[]',
+        mail_from TEXT,
+        state TEXT NOT NULL DEFAULT 'held'
+            CHECK (state IN ('held', 'released')),
+        event_id INTEGER REFERENCES event(id),
+        received_at TEXT NOT NULL
+    );
+    CREATE INDEX quarantine_state ON quarantine(state, id);
+
+    -- A threading match that was not trusted: why, and the candidates.
+    ALTER TABLE event ADD COLUMN triage TEXT;
+    CREATE INDEX event_triage ON event(id) WHERE triage IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
