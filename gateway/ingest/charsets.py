@@ -1,9 +1,10 @@
 """Charsets of inbound mail: octets turned into text despite bad labels.
 
-Python's codecs do all decoding. This module only chooses the codec: it
-maps labels Python lacks to the codec the WHATWG Encoding Standard uses,
-sniffs unlabelled ISO-2022-JP, tries UTF-8 where a label is missing or
-wrong, and asks charset-normalizer only when no label fits the octets.
+Python's codecs do the decoding (NKF only for ISO-2022-JP with Windows
+vendor characters). This module only chooses the codec: it maps labels
+Python lacks to the codec the WHATWG Encoding Standard uses, sniffs
+unlabelled ISO-2022-JP, tries UTF-8 where a label is missing or wrong, and
+asks charset-normalizer only when no label fits the octets.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import codecs
 import re
 from dataclasses import dataclass
 
+import nkf
 from charset_normalizer import from_bytes
 
 # WHATWG Encoding Standard, section 4.2 (names and labels): mail clients
@@ -70,10 +72,6 @@ _ISO_2022_JP = "iso2022_jp"
 # RFC 1468: ESC $ @ or ESC $ B designates JIS X 0208 into G0. In 7-bit
 # text with no charset these escapes can only mean ISO-2022-JP.
 _JIS_DESIGNATOR = re.compile(rb"\x1b\$[@B]")
-
-# RFC 1468 and its extensions seen in mail: ASCII, JIS-Roman, half-width
-# katakana (JIS X 0201), JIS X 0208 (1978 and 1983) and JIS X 0212.
-_ISO_2022_JP_ESCAPE = re.compile(rb"\x1b(\(B|\(J|\(I|\$@|\$B|\$\(D)")
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -274,82 +272,13 @@ def _decode_iso_2022_jp(data: bytes, codec: str = _ISO_2022_JP) -> Decoded:
     except UnicodeDecodeError:
         pass
 
-    pieces: list[str] = []
-    mode = b"(B"
-    start = 0
-    for escape in _ISO_2022_JP_ESCAPE.finditer(data):
-        pieces.append(_decode_jis_run(data[start : escape.start()], mode))
-        mode = escape.group(1)
-        start = escape.end()
-
-    pieces.append(_decode_jis_run(data[start:], mode))
+    # Japanese Windows clients write NEC row 13 (circled digits, ㈱) and IBM
+    # extensions under the ISO-2022-JP label (Microsoft CP50221, WHATWG
+    # index-jis0208); Python's ISO-2022-JP codecs reject them, NKF reads
+    # them. -m0: no MIME decoding, -x: keep half-width katakana.
+    converted = nkf.nkf("--ic=CP50221 --oc=UTF-8 -m0 -x", data)
 
     return Decoded(
-        "".join(pieces),
+        converted.decode("utf-8", "replace"),
         "ISO-2022-JP with vendor characters read as CP50221",
     )
-
-
-def _decode_jis_run(run: bytes, mode: bytes) -> str:
-    """Decode one run of ISO-2022-JP octets in the given G0 designation."""
-    if not run:
-        return ""
-
-    if mode in (b"$@", b"$B"):
-        return _decode_jis_x0208(run)
-
-    if mode == b"(I":
-        # JIS X 0201 katakana: 0x21-0x5F in ISO-2022 are 0xA1-0xDF in
-        # Shift_JIS.
-        shifted = bytes(
-            octet + 0x80 if 0x21 <= octet <= 0x5F else octet for octet in run
-        )
-        return shifted.decode("cp932", "replace")
-
-    if mode == b"$(D":
-        return (b"\x1b$(D" + run + b"\x1b(B").decode("iso2022_jp_2", "replace")
-
-    if mode == b"(J":
-        # JIS X 0201 Roman differs from ASCII only at 0x5C and 0x7E (WHATWG
-        # ISO-2022-JP decoder).
-        text = run.decode("ascii", "replace")
-        return text.replace("\\", "\u00a5").replace("~", "\u203e")
-
-    return run.decode("ascii", "replace")
-
-
-def _decode_jis_x0208(run: bytes) -> str:
-    """Decode JIS X 0208 pairs by moving them to Shift_JIS for cp932.
-
-    Japanese Windows clients write NEC row 13 (circled digits, ㈱) and IBM
-    extensions under the ISO-2022-JP label (Microsoft CP50221, WHATWG
-    index-jis0208). Python's ISO-2022-JP codecs reject them; cp932 holds
-    the same characters, and JIS X 0208 section 7 (Shift_JIS) gives the
-    arithmetic from row/cell to its two octets.
-    """
-    pieces: list[str] = []
-    pending = bytearray()
-    index = 0
-    while index < len(run):
-        lead = run[index]
-        trail = run[index + 1] if index + 1 < len(run) else 0
-        if 0x21 <= lead <= 0x7E and 0x21 <= trail <= 0x7E:
-            row = lead - 0x21
-            cell = trail - 0x21
-            pending.append((row >> 1) + (0x81 if row < 62 else 0xC1))
-            if row % 2:
-                pending.append(cell + 0x9F)
-            else:
-                pending.append(cell + 0x40 + (1 if cell >= 63 else 0))
-            index += 2
-            continue
-
-        pieces.append(pending.decode("cp932", "replace"))
-        pending.clear()
-        # Senders break lines without returning to ASCII; keep controls.
-        pieces.append(chr(lead) if lead < 0x21 else "\ufffd")
-        index += 1
-
-    pieces.append(pending.decode("cp932", "replace"))
-
-    return "".join(pieces)
