@@ -1,0 +1,1 @@
+"""Benchmarks: mailgate measured against baselines run in the same script."""
