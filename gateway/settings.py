@@ -8,18 +8,22 @@ naming the setting and what it expects.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -27,6 +31,9 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as SourceError
+
+from gateway.addresses import InvalidAddress, normalize_address
 
 CONFIG_ENVIRONMENT_VARIABLE = "MAILGATE_CONFIG"
 
@@ -95,6 +102,245 @@ class SmtpSettings(Section):
     shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
 
 
+class ImapMailboxSettings(Section):
+    """One mailbox on an IMAP server that the poller takes mail from.
+
+    Exactly one of ``password``, ``password_file`` and ``password_env``
+    gives the password; it is read again at each login.
+    """
+
+    name: Annotated[str, Field(pattern=_WORD.pattern)]
+    host: Annotated[str, Field(min_length=1)]
+    # 0: the protocol's port, 993 for implicit TLS and 143 otherwise.
+    port: Annotated[int, Field(ge=0, le=65535)] = 0
+    tls: Literal["implicit", "starttls", "none"] = "implicit"
+    # A PEM file of the authorities to trust instead of the system's.
+    tls_ca_file: Path | None = None
+    user: Annotated[str, Field(min_length=1)]
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    password_env: str | None = None
+    folder: Annotated[str, Field(min_length=1)] = "INBOX"
+    # Our address the messages were delivered to.
+    address: str
+    department: str = ""
+    after_store: Literal["leave", "seen", "move", "delete"] = "leave"
+    move_to: str | None = None
+    poll_interval_seconds: Annotated[float, Field(gt=0)] = 60.0
+    # RFC 2177 asks clients to renew IDLE at least every 29 minutes.
+    idle_renew_seconds: Annotated[float, Field(gt=0, le=1740)] = 1500.0
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
+    timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
+    reconnect_max_seconds: Annotated[float, Field(gt=0)] = 300.0
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, address: str) -> str:
+        """Check the address and give it its canonical spelling."""
+        try:
+            return normalize_address(address)
+        except InvalidAddress as error:
+            raise ValueError(str(error)) from None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ImapMailboxSettings:
+        """Check the settings that depend on each other."""
+        sources = [
+            self.password is not None,
+            self.password_file is not None,
+            self.password_env is not None,
+        ]
+        if sum(sources) != 1:
+            raise ValueError(
+                "give exactly one of password, password_file, password_env"
+            )
+        if self.tls == "none" and not _loopback(self.host):
+            raise ValueError(
+                f'tls = "none" is only allowed for a loopback host, '
+                f"not {self.host!r}: use implicit or starttls"
+            )
+        if self.after_store == "move" and not self.move_to:
+            raise ValueError('after_store = "move" needs move_to')
+        if self.move_to is not None and self.move_to == self.folder:
+            raise ValueError("move_to must differ from folder")
+
+        return self
+
+    @property
+    def server_port(self) -> int:
+        """Return the port to connect to."""
+        if self.port:
+            return self.port
+
+        return 993 if self.tls == "implicit" else 143
+
+    def read_password(self) -> str:
+        """Return the password from where the settings say it is.
+
+        Raises SettingsError when its file or variable cannot be read.
+        """
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                text = self.password_file.read_text(encoding="utf-8")
+            except OSError as error:
+                raise SettingsError(
+                    f"imap mailbox {self.name}: cannot read password_file "
+                    f"{self.password_file}: {error.strerror}"
+                ) from None
+            return text.rstrip("\r\n")
+
+        value = os.environ.get(self.password_env or "")
+        if value is None:
+            raise SettingsError(
+                f"imap mailbox {self.name}: environment variable "
+                f"{self.password_env} is not set"
+            )
+
+        return value
+
+
+class ImapSettings(Section):
+    """The IMAP mailboxes that ``mailgate serve`` polls."""
+
+    mailboxes: tuple[ImapMailboxSettings, ...] = ()
+
+    @field_validator("mailboxes")
+    @classmethod
+    def _unique(
+        cls, mailboxes: tuple[ImapMailboxSettings, ...]
+    ) -> tuple[ImapMailboxSettings, ...]:
+        """Check that no two mailboxes share a name."""
+        names = [mailbox.name for mailbox in mailboxes]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two mailboxes are named {name!r}")
+
+        return mailboxes
+
+    def mailbox(self, name: str) -> ImapMailboxSettings:
+        """Return the mailbox of that name; KeyError if there is none."""
+        for mailbox in self.mailboxes:
+            if mailbox.name == name:
+                return mailbox
+
+        raise KeyError(name)
+
+
+def _loopback(host: str) -> bool:
+    """Return whether host names this machine (no DNS lookup is made)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class SubmissionSettings(Section):
+    """The SMTP submission listener where our staff send mail (RFC 6409).
+
+    Staff log in with SMTP AUTH, only over TLS (STARTTLS, or implicit TLS
+    on this port) unless ``allow_plain_loopback`` lets a peer on this
+    machine log in without it.
+    """
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 2587
+    # True: TLS from the first octet (RFC 8314 3.3); false: STARTTLS.
+    implicit_tls: bool = False
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    allow_plain_loopback: bool = False
+    # The name in the greeting; empty: this machine's.
+    hostname: str = ""
+    max_message_bytes: Annotated[int, Field(ge=1024)] = 26_214_400
+    max_line_bytes: Annotated[int, Field(ge=1001)] = 1_048_576
+    timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
+    # Addresses of persons, or names of departments, whose mail starts
+    # confirmed instead of waiting for a manager.
+    confirm_without_review: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _tls(self) -> SubmissionSettings:
+        """Check that the TLS settings make a whole."""
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both tls_cert_file and tls_key_file")
+        if self.implicit_tls and self.tls_cert_file is None:
+            raise ValueError("implicit_tls needs tls_cert_file and key")
+
+        return self
+
+
+class OutboxSettings(Section):
+    """The outbox worker: confirmed mail goes to the smart host.
+
+    With no ``smart_host`` the outbox stays idle and nothing is sent.
+    """
+
+    enabled: bool = True
+    smart_host: str = ""
+    # 0: the protocol's port, 465 for implicit TLS, 587 for STARTTLS and
+    # 25 without TLS.
+    port: Annotated[int, Field(ge=0, le=65535)] = 0
+    tls: Literal["starttls", "implicit", "none"] = "starttls"
+    # A PEM file of the authorities to trust instead of the system's.
+    tls_ca_file: Path | None = None
+    username: str = ""
+    password: SecretStr | None = None
+    # The name we give in EHLO; empty: this machine's.
+    hostname: str = ""
+    # The domain of the VERP envelope sender (bounces+evt-42@domain);
+    # empty: the sender's own domain. It must be a domain of ours.
+    bounce_domain: str = ""
+    batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
+    poll_interval_seconds: Annotated[float, Field(gt=0)] = 5.0
+    # How long a worker holds an event it sends; must exceed one send.
+    lease_seconds: Annotated[float, Field(gt=0)] = 600.0
+    max_attempts: Annotated[int, Field(ge=1)] = 10
+    retry_initial_seconds: Annotated[float, Field(ge=0)] = 60.0
+    retry_max_seconds: Annotated[float, Field(ge=0)] = 14_400.0
+    retry_jitter_seconds: Annotated[float, Field(ge=0)] = 30.0
+    timeout_seconds: Annotated[float, Field(gt=0)] = 60.0
+    shutdown_grace_seconds: Annotated[float, Field(ge=0)] = 30.0
+
+    @field_validator("bounce_domain")
+    @classmethod
+    def _domain(cls, domain: str) -> str:
+        """Check the bounce domain and give it its canonical spelling."""
+        if not domain:
+            return domain
+        try:
+            return normalize_address(f"bounces@{domain}").rpartition("@")[2]
+        except InvalidAddress:
+            raise ValueError(f"{domain!r} is not a mail domain") from None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> OutboxSettings:
+        """Check the settings that depend on each other."""
+        remote = self.smart_host and not _loopback(self.smart_host)
+        if self.tls == "none" and remote:
+            raise ValueError(
+                f'tls = "none" is only allowed for a loopback smart host, '
+                f"not {self.smart_host!r}"
+            )
+        if bool(self.username) != (self.password is not None):
+            raise ValueError("give both username and password, or neither")
+
+        return self
+
+    @property
+    def server_port(self) -> int:
+        """Return the smart host's port."""
+        if self.port:
+            return self.port
+
+        return {"implicit": 465, "starttls": 587, "none": 25}[self.tls]
+
+
 class LogSettings(Section):
     """How the structured log is written."""
 
@@ -119,6 +365,9 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     crm: CrmSettings = CrmSettings()
     smtp: SmtpSettings = SmtpSettings()
+    imap: ImapSettings = ImapSettings()
+    submission: SubmissionSettings = SubmissionSettings()
+    outbox: OutboxSettings = OutboxSettings()
     log: LogSettings = LogSettings()
 
     @classmethod
@@ -165,12 +414,46 @@ def load_settings(config_file: Path | None = None) -> Settings:
         loaded: Settings = from_file()
     except ValidationError as error:
         raise SettingsError(_describe(error)) from None
+    except SourceError as error:
+        raise SettingsError(_describe_environment(error)) from None
     except ValueError as error:  # a TOML syntax error
         raise SettingsError(
             f"configuration file {config_file}: {error}"
         ) from None
 
     return loaded
+
+
+def _describe_environment(error: SourceError) -> str:
+    """Name the environment variable whose list or table is not JSON.
+
+    pydantic-settings reads such values as JSON and, when one does not
+    parse, names only the section it belongs to.
+    """
+    found = re.search(r'field "([^"]+)"', str(error))
+    section = found.group(1) if found else ""
+    prefix = f"MAILGATE_{section}".upper()
+    names = [
+        name
+        for name, value in sorted(os.environ.items())
+        if f"{name.upper()}_".startswith(f"{prefix}_") and not _is_json(value)
+    ]
+    shown = ", ".join(names) or "the environment"
+
+    return (
+        f"setting {section or '?'}: {shown} is not valid JSON, which a "
+        'list or table set from the environment must be (e.g. ["a", "b"])'
+    )
+
+
+def _is_json(text: str) -> bool:
+    """Return whether text parses as JSON."""
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+
+    return True
 
 
 def _describe(error: ValidationError) -> str:
@@ -181,4 +464,18 @@ def _describe(error: ValidationError) -> str:
     if first["type"] == "extra_forbidden":
         message = "unknown setting"
 
-    return f"setting {setting}: {message} (got {first.get('input')!r})"
+    return f"setting {setting}: {message} (got {_shown(first)!r})"
+
+
+def _shown(failure: Any) -> Any:
+    """Return the value that failed, with any password masked."""
+    value = failure.get("input")
+    if "password" in failure["loc"]:
+        return "********"
+    if isinstance(value, dict):
+        return {
+            key: "********" if key == "password" else item
+            for key, item in value.items()
+        }
+
+    return value

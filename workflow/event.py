@@ -91,7 +91,7 @@ RULES = (
         "follow-up",
         ("draft", "planned", "confirmed", "sent", "delivered", "cancelled"),
         None,
-        frozenset({_AUTHOR, _ASSIGNEE, _MANAGER, _SYSTEM}),
+        frozenset({_ASSIGNEE, _MANAGER, _SYSTEM}),
     ),
     Rule(
         "acknowledge",

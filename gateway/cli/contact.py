@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from gateway.cli.app import App, emit, json_option, pass_app, table
-from gateway.crm.contacts import Contact, add_person, list_contacts
+from gateway.crm.contacts import (
+    Contact,
+    add_person,
+    find_by_address,
+    list_contacts,
+)
+from gateway.crm.passwords import set_password
 from gateway.crm.vocabulary import ROLES
+from gateway.errors import NotFound
 from gateway.store import Store
 
 
@@ -100,3 +109,37 @@ def list_(app: App, as_json: bool) -> None:
             ],
         ),
     )
+
+
+@command.command("password")
+@click.argument("email")
+@click.option(
+    "--password-stdin",
+    "from_stdin",
+    is_flag=True,
+    help="Read the password from the first line of standard input.",
+)
+@pass_app
+def password(app: App, email: str, from_stdin: bool) -> None:
+    """Set the password our person EMAIL logs in with to send mail.
+
+    Only a salted hash of it is stored.
+    """
+    if from_stdin:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    else:
+        secret = click.prompt(
+            "Password", hide_input=True, confirmation_prompt=True
+        )
+
+    async def operation(store: Store) -> Contact:
+        async with store.transaction() as db:
+            person = await find_by_address(db, email)
+            if person is None:
+                raise NotFound(f"no person with address {email}")
+            await set_password(db, person, secret)
+
+        return person
+
+    person = app.run(operation)
+    click.echo(f"password set for {person.email}")

@@ -19,8 +19,11 @@ from gateway.crm.vocabulary import (
     display,
     parse_word,
 )
-from gateway.errors import InvalidInput, NotFound
+from gateway.errors import InvalidInput, MailgateError, NotFound
+from gateway.outbox.queue import entry_of
+from gateway.outbox.render import render_event, rendered_by_us
 from gateway.store import Store
+from workflow import event as event_workflow
 
 STEPS = ("plan", "confirm", "send", "receive", "deliver", "cancel", "delete")
 
@@ -99,7 +102,7 @@ def new(
 
 
 @command.command("list")
-@click.option("--state")
+@click.option("--state", type=click.Choice(event_workflow.STATES))
 @click.option("--type", "event_type")
 @click.option("--direction", type=click.Choice(DIRECTIONS))
 @click.option("--ticket", type=int, metavar="ID")
@@ -157,22 +160,66 @@ def list_(
 
 @command.command("show")
 @click.argument("event_id", type=int, metavar="ID")
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Print the message itself: as it will be sent, or as it came.",
+)
 @json_option
 @pass_app
-def show(app: App, event_id: int, as_json: bool) -> None:
-    """Show an event with its history and causality chain."""
+def show(app: App, event_id: int, raw: bool, as_json: bool) -> None:
+    """Show an event with its history, causality chain and mail."""
+    bounce_domain = app.settings.outbox.bounce_domain
 
     async def operation(store: Store) -> dict[str, Any]:
         async with store.reading() as db:
             event = await crm_events.get_event(db, event_id)
             chain = await crm_events.causality_chain(db, event)
             steps = await crm_events.history_of(db, event_id)
-        document = event.to_json()
-        document["history"] = [step.to_json() for step in steps]
-        document["causality_chain"] = [summary(e) for e in chain]
+            document = event.to_json()
+            document["history"] = [step.to_json() for step in steps]
+            document["causality_chain"] = [summary(e) for e in chain]
+            if not rendered_by_us(event):
+                return document
+            try:
+                mail = await render_event(
+                    db, store.blobs, event, bounce_domain=bounce_domain
+                )
+            except OSError as error:
+                raise MailgateError(
+                    f"cannot render event {event_id}: {error}"
+                ) from None
+            entry = await entry_of(db, event_id)
+        document["outgoing_mail"] = {
+            "mail_from": mail.mail_from,
+            "rcpt_tos": list(mail.rcpt_tos),
+            "headers": [list(field) for field in mail.headers()],
+            "raw": mail.message.decode("utf-8", "replace") if raw else None,
+        }
+        document["delivery"] = entry.to_json() if entry else None
 
         return document
 
+    async def message(store: Store) -> bytes:
+        try:
+            async with store.reading() as db:
+                event = await crm_events.get_event(db, event_id)
+                if rendered_by_us(event):
+                    mail = await render_event(
+                        db, store.blobs, event, bounce_domain=bounce_domain
+                    )
+                    return mail.message
+            if event.raw_sha256 is None:
+                raise NotFound(f"event {event_id} has no message")
+            return store.blobs.read(event.raw_sha256)
+        except OSError as error:
+            raise MailgateError(
+                f"cannot read the message of event {event_id}: {error}"
+            ) from None
+
+    if raw and not as_json:
+        click.echo(app.run(message), nl=False)
+        return
     document = app.run(operation)
     emit(document, as_json, _describe(document))
 
@@ -313,6 +360,40 @@ def summary(event: Event) -> dict[str, Any]:
     }
 
 
+def _describe_mail(document: dict[str, Any]) -> list[str]:
+    """Return the lines showing the mail as it will be sent."""
+    mail = document.get("outgoing_mail")
+    if not mail:
+        return []
+
+    lines = ["As it will be sent:"]
+    lines.extend(f"  {name}: {value}" for name, value in mail["headers"])
+    lines.append(f"  (envelope) MAIL FROM: <{mail['mail_from']}>")
+    lines.extend(f"  (envelope) RCPT TO: <{a}>" for a in mail["rcpt_tos"])
+    delivery = document.get("delivery")
+    if delivery:
+        lines.append(
+            f"  delivery: {delivery['attempts']} attempt(s), "
+            f"last reply: {delivery['last_reply'] or '-'}"
+        )
+        if delivery["next_attempt_at"] and not delivery["failure"]:
+            lines.append(f"  next attempt: {delivery['next_attempt_at']}")
+        if delivery["failure"]:
+            lines.append(f"  failed: {delivery['failure']}")
+    for party in document["recipients"]:
+        if party["delivery_status"]:
+            lines.append(
+                f"  {party['email']}: {party['delivery_status']}"
+                + (
+                    f" ({party['delivery_detail']})"
+                    if party["delivery_detail"]
+                    else ""
+                )
+            )
+
+    return lines
+
+
 def _shorten(text: str, width: int = 40) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -346,6 +427,7 @@ def _describe(document: dict[str, Any]) -> str:
             f"  {e['id']}: {e['title']} ({e['state']})"
             for e in document["causality_chain"]
         )
+    lines.extend(_describe_mail(document))
     lines.append("History:")
     lines.extend(
         f"  {h['at']}  {h['transition']:<12} "

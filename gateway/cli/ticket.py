@@ -12,6 +12,7 @@ from gateway.crm.tickets import Ticket
 from gateway.crm.vocabulary import TICKET_TYPES, display, parse_word
 from gateway.errors import InvalidInput
 from gateway.store import Store
+from workflow import ticket as ticket_workflow
 
 STEPS = ("submit", "open", "suspend", "close", "cancel", "delete")
 
@@ -45,7 +46,7 @@ def new(app: App, ticket_type: str, title: str, as_json: bool) -> None:
 
 
 @command.command("list")
-@click.option("--state")
+@click.option("--state", type=click.Choice(ticket_workflow.STATES))
 @json_option
 @pass_app
 def list_(app: App, state: str | None, as_json: bool) -> None:

@@ -121,12 +121,18 @@ async def add_person(
 ) -> Contact:
     """Create a person with one or more addresses and roles.
 
-    Raises InvalidInput when an address belongs to someone already or a
-    role is unknown, NotFound when the organisation does not exist.
+    Without an organisation, the person joins the one owning the domain of
+    their address, if any (as ``ensure_contact`` does). Raises InvalidInput
+    when an address belongs to someone already or a role is unknown,
+    NotFound when the organisation does not exist.
     """
-    parent_id = None
+    parent_id: int | None
     if organisation is not None:
         parent_id = await organisation_id(db, organisation)
+    else:
+        parent_id = await organisation_of_domain(
+            db, domain_of(normalize(address))
+        )
     roles = set(roles)
     unknown = roles - set(ROLES)
     if unknown:
@@ -256,7 +262,7 @@ async def get_contact(db: aiosqlite.Connection, contact_id: int) -> Contact:
 async def list_contacts(db: aiosqlite.Connection) -> list[Contact]:
     """Return every contact, organisations first, then by name."""
     async with db.execute(
-        "SELECT id FROM contact ORDER BY kind DESC, name COLLATE NOCASE, id"
+        "SELECT id FROM contact ORDER BY kind, name COLLATE NOCASE, id"
     ) as cursor:
         ids = [int(row[0]) for row in await cursor.fetchall()]
 

@@ -7,6 +7,7 @@ workflow (``workflow.event``) with a history row for every step.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,6 +15,7 @@ from typing import Any
 
 import aiosqlite
 
+from gateway.addresses import domain_of
 from gateway.clock import as_text, now_text
 from gateway.crm import history
 from gateway.crm.contacts import (
@@ -25,6 +27,7 @@ from gateway.crm.contacts import (
     get_contact,
     is_internal,
     members_of,
+    normalize,
 )
 from gateway.crm.vocabulary import EVENT_TYPES, MAIL_MESSAGE, parse_word
 from gateway.errors import InvalidInput, NotFound
@@ -197,8 +200,9 @@ async def create_event(
     Unknown addresses become external contacts. The direction follows the
     sender (one of ours: outgoing) unless given. The author (``actor``; None
     for the gateway) is the assignee unless ``assignee_ids`` says otherwise.
-    Raises InvalidInput for an unknown type, no recipient, a bad address
-    or a missing causality or ticket.
+    An outgoing Mail Message without a Message-ID gets a new one, kept for
+    every attempt to send it. Raises InvalidInput for an unknown type, no
+    recipient, a bad address or a missing causality or ticket.
     """
     event_type = parse_word(new.type, EVENT_TYPES, "event type")
     if not (new.to or new.cc or new.bcc):
@@ -216,6 +220,10 @@ async def create_event(
     if department_id is None and direction == "outgoing":
         department_id = await department_of(db, sender.id)
     start_date = as_text(new.start_date) if new.start_date else now_text()
+    message_id = new.message_id
+    outgoing_mail = event_type == MAIL_MESSAGE and direction == "outgoing"
+    if message_id is None and outgoing_mail:
+        message_id = new_message_id(sender.email or new.sender)
 
     cursor = await db.execute(
         """
@@ -241,7 +249,7 @@ async def create_event(
             start_date,
             actor.id if actor else None,
             new.state,
-            new.message_id,
+            message_id,
             json.dumps(list(new.in_reply_to)),
             json.dumps(list(new.references)),
             new.raw_sha256,
@@ -289,6 +297,17 @@ async def create_event(
     )
 
     return await get_event(db, event_id)
+
+
+def new_message_id(address: str) -> str:
+    """Return a new, unique Message-ID at the domain of an address."""
+    domain = domain_of(address)
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        domain = "mailgate.invalid"
+
+    return f"<{uuid.uuid4().hex}@{domain}>"
 
 
 async def get_event(db: aiosqlite.Connection, event_id: int) -> Event:
@@ -567,8 +586,8 @@ async def acknowledge(
 
     Returns the new incoming event, in state received, whose causality is
     the original. Raises TransitionRefused unless the original is sent,
-    comes from another department of ours, and the actor belongs to one of
-    its recipient departments.
+    comes from another department of ours, the actor belongs to one of its
+    recipient departments, and that department has not acknowledged it yet.
     """
     original = await get_event(db, event_id)
     await _decide(db, original, "acknowledge", actor)
@@ -582,6 +601,18 @@ async def acknowledge(
         raise TransitionRefused(
             "cannot acknowledge this event: its sender is not of our "
             "organisation"
+        )
+    async with db.execute(
+        "SELECT e.id FROM event e JOIN history h ON h.object_type = 'event' "
+        "AND h.object_id = e.id AND h.transition = 'acknowledge' "
+        "WHERE e.causality_id = ? AND e.department_id = ?",
+        (original.id, department),
+    ) as cursor:
+        earlier = await cursor.fetchone()
+    if earlier is not None:
+        raise TransitionRefused(
+            "cannot acknowledge this event: your department did already, "
+            f"as event {earlier[0]}"
         )
 
     acknowledged = await create_event(
@@ -671,7 +702,8 @@ async def _add_recipients(
             if (kind, contact.id) in seen:
                 continue
             seen.add((kind, contact.id))
-            shown = address if "@" in address else contact.email or address
+            # The address as written to, in its canonical spelling.
+            shown = normalize(address)
             rows.append((event_id, len(rows), kind, contact.id, shown, name))
     await db.executemany(
         "INSERT INTO event_recipient (event_id, position, kind, contact_id, "

@@ -6,7 +6,7 @@ them; nothing is copied, so a list is always current.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiosqlite
@@ -22,6 +22,8 @@ class Worklist:
     name: str
     title: str
     events: tuple[Event, ...]
+    # Why each event is on the list, where the list says (event id: why).
+    reasons: dict[int, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """Return the stable JSON form (events in short form)."""
@@ -38,6 +40,11 @@ class Worklist:
                     "state": event.state,
                     "direction": event.direction,
                     "ticket": event.ticket_id,
+                    **(
+                        {"reason": self.reasons[event.id]}
+                        if event.id in self.reasons
+                        else {}
+                    ),
                 }
                 for event in self.events
             ],
@@ -70,6 +77,21 @@ _ADDRESSED = """
             SELECT id FROM up)))
 """
 
+# Outgoing mail the outbox gave up on, or that a recipient's server
+# bounced: seen by its sender and by managers until it is cancelled.
+_FAILED = """
+    e.type = 'mail-message' AND e.direction = 'outgoing'
+    AND e.state NOT IN ('cancelled', 'deleted')
+    AND (:manager OR e.sender_id = :me)
+    AND (EXISTS (SELECT 1 FROM outbox o
+                 WHERE o.event_id = e.id AND o.failed_at IS NOT NULL)
+         OR EXISTS (SELECT 1 FROM event_recipient r
+                    WHERE r.event_id = e.id
+                    AND r.delivery_status = 'bounced'))
+"""
+
+FAILED_DELIVERIES = "failed-deliveries"
+
 WORKLISTS: tuple[tuple[str, str, str, bool], ...] = (
     # name, title, condition, managers only
     (
@@ -91,6 +113,7 @@ WORKLISTS: tuple[tuple[str, str, str, bool], ...] = (
         f"e.state = 'received' AND ({_ASSIGNED} OR {_ADDRESSED})",
         False,
     ),
+    (FAILED_DELIVERIES, "Mail that could not be delivered", _FAILED, False),
 )
 
 
@@ -109,6 +132,36 @@ async def worklists_for(
         ) as cursor:
             ids = [int(row[0]) for row in await cursor.fetchall()]
         events = tuple([await get_event(db, event_id) for event_id in ids])
-        result.append(Worklist(name, title, events))
+        reasons: dict[int, str] = {}
+        if name == FAILED_DELIVERIES:
+            reasons = await _failure_reasons(db, ids)
+        result.append(Worklist(name, title, events, reasons))
 
     return result
+
+
+async def _failure_reasons(
+    db: aiosqlite.Connection, event_ids: list[int]
+) -> dict[int, str]:
+    """Return why each event's delivery failed, for people."""
+    reasons: dict[int, str] = {}
+    for event_id in event_ids:
+        async with db.execute(
+            "SELECT failure FROM outbox WHERE event_id = ?", (event_id,)
+        ) as cursor:
+            row = await cursor.fetchone()
+        async with db.execute(
+            "SELECT address, delivery_detail FROM event_recipient "
+            "WHERE event_id = ? AND delivery_status = 'bounced' "
+            "ORDER BY position",
+            (event_id,),
+        ) as cursor:
+            bounced = [
+                f"{r[0]}: {r[1] or 'bounced'}" for r in await cursor.fetchall()
+            ]
+        if row is not None and row[0]:
+            reasons[event_id] = str(row[0])
+        elif bounced:
+            reasons[event_id] = "; ".join(bounced)
+
+    return reasons

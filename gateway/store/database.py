@@ -19,7 +19,7 @@ import structlog
 
 from gateway.settings import StoreSettings
 from gateway.store.blobs import BlobStore
-from gateway.store.schema import migrate
+from gateway.store.schema import NewerSchema, migrate
 
 logger = structlog.get_logger(__name__)
 
@@ -54,7 +54,7 @@ class Store:
         """Open (creating and migrating if need be) the store of settings.
 
         Raises StoreUnavailable when the directory or database cannot be
-        opened.
+        opened, or was written by a newer mailgate.
         """
         data_dir = settings.data_dir.resolve()
         path = data_dir / DATABASE_NAME
@@ -65,7 +65,7 @@ class Store:
             await opened[0].execute("PRAGMA journal_mode = WAL")
             await migrate(opened[0])
             opened.append(await _connect(path, settings.busy_timeout_ms))
-        except (OSError, sqlite3.Error) as error:
+        except (OSError, sqlite3.Error, NewerSchema) as error:
             for connection in opened:
                 await connection.close()
             raise StoreUnavailable(
@@ -78,6 +78,17 @@ class Store:
         """Close both connections."""
         await self._reader.close()
         await self._writer.close()
+
+    async def set_read_only(self, read_only: bool) -> None:
+        """Refuse (or allow again) every write through this store.
+
+        Waits for the running transaction. While read-only, transactions
+        raise StoreUnavailable, as on a read-only disk, so listeners answer
+        451 and senders retry: meant for maintenance, such as copying the
+        data directory.
+        """
+        async with self._write_lock:
+            await self._writer.execute(f"PRAGMA query_only = {int(read_only)}")
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:

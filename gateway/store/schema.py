@@ -217,38 +217,90 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE event ADD COLUMN triage TEXT;
     CREATE INDEX event_triage ON event(id) WHERE triage IS NOT NULL;
     """,
+    # 3: the IMAP poller's place in each configured mailbox.
+    """
+    -- Every UID up to last_uid is stored, while the folder keeps
+    -- uid_validity; server names the account and folder the state is for.
+    CREATE TABLE imap_mailbox_state (
+        mailbox TEXT PRIMARY KEY,
+        server TEXT NOT NULL,
+        uid_validity INTEGER NOT NULL,
+        last_uid INTEGER NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL
+    );
+    """,
+    # 4: outbound mail: the outbox's leases, attempts and final failures.
+    """
+    -- One row per outgoing Mail Message the outbox has claimed once. A
+    -- lease (owner, expiry) is held while sending; a lease found expired
+    -- means the worker holding it stopped before recording an outcome.
+    CREATE TABLE outbox (
+        event_id INTEGER PRIMARY KEY REFERENCES event(id),
+        lease_owner TEXT,
+        lease_expires_at TEXT,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at TEXT,
+        -- The smart host's last answer, or why it could not be reached.
+        last_reply TEXT,
+        -- Set when delivery ended without reaching every recipient.
+        failure TEXT,
+        failed_at TEXT
+    );
+    CREATE INDEX outbox_failed
+        ON outbox(failed_at) WHERE failed_at IS NOT NULL;
+    CREATE INDEX event_recipient_status
+        ON event_recipient(delivery_status, event_id)
+        WHERE delivery_status IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+class NewerSchema(Exception):
+    """The database was written by a newer mailgate than this one."""
+
+
 async def migrate(connection: aiosqlite.Connection) -> int:
     """Apply every migration the database lacks; return the version.
 
-    Raises RuntimeError when the database is newer than this program.
+    Another process may be migrating the same file at the same moment (the
+    daemon and the CLI on first use): each migration re-reads the version
+    under the write lock and is skipped if the other process applied it.
+    Raises NewerSchema when the database is newer than this program.
     """
-    async with connection.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    version = int(row[0]) if row else 0
-    if version > SCHEMA_VERSION:
-        raise RuntimeError(
-            f"the store has schema version {version}, newer than this "
-            f"mailgate ({SCHEMA_VERSION}); upgrade mailgate"
-        )
+    version = await _version(connection)
 
     for number in range(version + 1, SCHEMA_VERSION + 1):
         await connection.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _statements(MIGRATIONS[number - 1]):
-                await connection.execute(statement)
-            await connection.execute(f"PRAGMA user_version = {number}")
+            applied = await _version(connection) < number
+            if applied:
+                for statement in _statements(MIGRATIONS[number - 1]):
+                    await connection.execute(statement)
+                await connection.execute(f"PRAGMA user_version = {number}")
         except BaseException:
             await connection.execute("ROLLBACK")
             raise
         await connection.execute("COMMIT")
-        logger.info("store.migrated", schema_version=number)
+        if applied:
+            logger.info("store.migrated", schema_version=number)
 
     return SCHEMA_VERSION
+
+
+async def _version(connection: aiosqlite.Connection) -> int:
+    """Return the database's schema version; NewerSchema if above ours."""
+    async with connection.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = int(row[0]) if row else 0
+    if version > SCHEMA_VERSION:
+        raise NewerSchema(
+            f"the store has schema version {version}, newer than this "
+            f"mailgate ({SCHEMA_VERSION}); upgrade mailgate"
+        )
+
+    return version
 
 
 def _statements(script: str) -> list[str]:
