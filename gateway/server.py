@@ -1,18 +1,27 @@
 """The daemon: starts the listeners from the settings, runs until a signal.
 
-SIGTERM or SIGINT stops it gracefully: no new connection is accepted,
-messages being stored are finished (up to the configured grace), then the
-store is closed.
+It also runs one IMAP poller per configured mailbox, the submission
+listener for our staff and the outbox worker. SIGTERM or SIGINT
+stops it gracefully: no new connection is accepted, messages being stored
+are finished (up to the configured grace), then the store is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 import structlog
 
+from gateway.ingest.imap import RunningPoller, start_pollers, stop_pollers
 from gateway.ingest.smtp import Listener, start_listener, stop_listener
+from gateway.outbox.submission import (
+    SubmissionListener,
+    start_submission,
+    stop_submission,
+)
+from gateway.outbox.worker import Outbox
 from gateway.settings import Settings
 from gateway.store import Store
 
@@ -26,10 +35,14 @@ class Daemon:
         self.settings = settings
         self.store = store
         self.listeners: list[Listener] = []
+        self.pollers: list[RunningPoller] = []
+        self.submission: SubmissionListener | None = None
+        self.outbox: Outbox | None = None
+        self._outbox_task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        """Start every configured listener."""
+        """Start every configured listener and IMAP poller."""
         smtp = self.settings.smtp
         if smtp.enabled:
             self.listeners.append(await start_listener(self.store, smtp))
@@ -37,10 +50,13 @@ class Daemon:
             self.listeners.append(
                 await start_listener(self.store, smtp, lmtp=True)
             )
+        self.pollers = start_pollers(self.store, self.settings.imap)
+        await self._start_outbound()
         logger.info(
             "server.started",
             data_dir=str(self.store.data_dir),
             listeners={item.protocol: item.port for item in self.listeners},
+            imap=[item.name for item in self.settings.imap.mailboxes],
         )
 
     def stop(self) -> None:
@@ -53,9 +69,46 @@ class Daemon:
         logger.info("server.stopping")
         grace = self.settings.smtp.shutdown_grace_seconds
         await asyncio.gather(
-            *(stop_listener(item, grace) for item in self.listeners)
+            *(stop_listener(item, grace) for item in self.listeners),
+            stop_pollers(self.pollers, grace),
+            self._stop_outbound(),
         )
         logger.info("server.stopped")
+
+    async def _start_outbound(self) -> None:
+        """Start the submission listener and the outbox, as configured."""
+        if self.settings.submission.enabled:
+            self.submission = await start_submission(
+                self.store, self.settings.submission
+            )
+
+        outbox = self.settings.outbox
+        if not outbox.enabled:
+            logger.info("outbox.idle", reason="disabled in the settings")
+        elif not outbox.smart_host:
+            logger.info("outbox.idle", reason="no smart_host configured")
+        else:
+            self.outbox = Outbox(self.store, outbox)
+            self._outbox_task = asyncio.create_task(self.outbox.run())
+
+    async def _stop_outbound(self) -> None:
+        """Stop taking submissions; let the outbox finish its message."""
+        if self.submission is not None:
+            await stop_submission(
+                self.submission,
+                self.settings.submission.shutdown_grace_seconds,
+            )
+        if self.outbox is None or self._outbox_task is None:
+            return
+
+        self.outbox.stop()
+        grace = self.settings.outbox.shutdown_grace_seconds
+        done, _ = await asyncio.wait({self._outbox_task}, timeout=grace)
+        if not done:
+            logger.warning("outbox.shutdown_incomplete")
+            self._outbox_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._outbox_task
 
 
 async def serve(settings: Settings) -> None:

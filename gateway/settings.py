@@ -107,6 +107,10 @@ class ImapMailboxSettings(Section):
 
     Exactly one of ``password``, ``password_file`` and ``password_env``
     gives the password; it is read again at each login.
+
+    Limitation: folder names must be ASCII. Others travel in modified
+    UTF-7 (RFC 3501 5.1.3), which neither aioimaplib nor the standard
+    library encodes; they are refused here rather than garbled.
     """
 
     name: Annotated[str, Field(pattern=_WORD.pattern)]
@@ -132,6 +136,19 @@ class ImapMailboxSettings(Section):
     batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
     timeout_seconds: Annotated[float, Field(gt=0)] = 30.0
     reconnect_max_seconds: Annotated[float, Field(gt=0)] = 300.0
+
+    @field_validator("folder", "move_to")
+    @classmethod
+    def _ascii_folder(cls, folder: str | None) -> str | None:
+        """Check that a folder name can be sent as it is."""
+        if folder is not None and not (
+            folder.isascii() and folder.isprintable()
+        ):
+            raise ValueError(
+                f"{folder!r}: only printable ASCII folder names are supported"
+            )
+
+        return folder
 
     @field_validator("address")
     @classmethod

@@ -49,10 +49,11 @@ def command(
         return outcomes
 
     outcomes = app.run(operation)
+    would = "would be " if dry_run else ""
     rows = [
         (
             path.name,
-            outcome.result,
+            would + outcome.result,
             outcome.event_id or outcome.quarantine_id or "",
             outcome.direction or "",
             (outcome.thread_reason or {}).get("header", ""),
@@ -69,5 +70,6 @@ def command(
         table(
             rows,
             ["file", "result", "id", "direction", "threaded by", "reason"],
-        ),
+        )
+        + ("\ndry run: nothing was stored" if dry_run else ""),
     )

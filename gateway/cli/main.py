@@ -9,6 +9,7 @@ import click
 from gateway.cli import (
     contact,
     event,
+    imap,
     ingest,
     org,
     quarantine,
@@ -57,6 +58,7 @@ for module in (
     worklist,
     ingest,
     quarantine,
+    imap,
     serve,
 ):
     main.add_command(module.command)

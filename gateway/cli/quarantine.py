@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from gateway.cli.app import App, emit, json_option, pass_app, table
-from gateway.errors import InvalidInput
+from gateway.errors import InvalidInput, NotFound
 from gateway.ingest import quarantine as held_messages
 from gateway.ingest.pipeline import QUARANTINED, Delivery, Ingestor, Outcome
 from gateway.ingest.quarantine import Held
@@ -63,7 +63,13 @@ def retry(app: App, held_id: int, as_json: bool) -> None:
             held = await held_messages.get_held(db, held_id)
         if held.state != "held":
             raise InvalidInput(f"message {held_id} was already taken in")
-        raw = store.blobs.read(held.raw_sha256)
+        try:
+            raw = store.blobs.read(held.raw_sha256)
+        except FileNotFoundError:
+            raise NotFound(
+                f"the raw file of message {held_id} is missing from "
+                f"{store.blobs.root}"
+            ) from None
         outcome = await Ingestor(store).ingest(
             Delivery(
                 raw=raw,

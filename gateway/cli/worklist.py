@@ -24,7 +24,18 @@ def command(app: App, as_json: bool) -> None:
     parts = []
     for worklist in worklists:
         parts.append(f"{worklist.title} ({len(worklist.events)})")
-        if worklist.events:
+        if worklist.events and worklist.reasons:
+            parts.append(
+                table(
+                    [
+                        (e.id, e.state, e.sender.address, e.title, reason)
+                        for e in worklist.events
+                        for reason in [worklist.reasons.get(e.id, "")]
+                    ],
+                    ["id", "state", "sender", "title", "reason"],
+                )
+            )
+        elif worklist.events:
             parts.append(
                 table(
                     [

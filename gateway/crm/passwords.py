@@ -8,6 +8,7 @@ written anywhere.
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import aiosqlite
 from argon2 import PasswordHasher
@@ -24,10 +25,6 @@ from gateway.errors import InvalidInput
 MINIMUM_LENGTH = 8
 
 _HASHER = PasswordHasher()
-
-# Checked when the login names no one, so that an unknown login takes as
-# long to refuse as a wrong password.
-_UNKNOWN = _HASHER.hash("no one has this password")
 
 
 def hash_password(password: str) -> str:
@@ -79,12 +76,21 @@ async def check_password(
         password_hash = row[0] if row else None
 
     matches = await asyncio.to_thread(
-        _verify, password_hash or _UNKNOWN, password
+        _verify, password_hash or _unknown_hash(), password
     )
     if not matches or password_hash is None:
         return None
 
     return person
+
+
+@functools.cache
+def _unknown_hash() -> str:
+    """Return a hash to check when the login names no one.
+
+    An unknown login then takes as long to refuse as a wrong password.
+    """
+    return _HASHER.hash("no one has this password")
 
 
 def _verify(password_hash: str, password: str) -> bool:

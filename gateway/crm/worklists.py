@@ -2,6 +2,10 @@
 
 Each worklist is a query over the events' states and the person's part in
 them; nothing is copied, so a list is always current.
+
+Limitation: mail that was sent but bounced for some recipient stays on
+failed-deliveries for good: no workflow step acknowledges a delivery
+failure yet (cancelling only ends mail that was never sent).
 """
 
 from __future__ import annotations
@@ -114,6 +118,14 @@ WORKLISTS: tuple[tuple[str, str, str, bool], ...] = (
         False,
     ),
     (FAILED_DELIVERIES, "Mail that could not be delivered", _FAILED, False),
+    # Threading found a link it could not trust (see gateway.ingest.threading).
+    (
+        "to-triage",
+        "Received events to link by hand",
+        "e.triage IS NOT NULL AND e.state = 'received' "
+        f"AND (:manager OR {_ASSIGNED} OR {_ADDRESSED})",
+        False,
+    ),
 )
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiosqlite
@@ -30,6 +30,7 @@ from gateway.errors import MailgateError
 from gateway.ingest import quarantine
 from gateway.ingest.parse import UnparsableMessage, parse_message
 from gateway.ingest.parsed import DeliveryReport, ParsedMessage
+from gateway.ingest.reports import record_report
 from gateway.ingest.threading import find_thread, index_thread
 from gateway.store import Store, StoreUnavailable
 
@@ -109,7 +110,11 @@ class Ingestor:
         """Store one delivery; return what became of it.
 
         Raises StoreUnavailable when it could not be kept durably: nothing
-        of it is then stored, and the sender should try again.
+        of it is then recorded, and the sender should try again.
+
+        Limitation: the raw file, written before the transaction, stays
+        on disk when the transaction then fails. It is named by its hash,
+        so the retry reuses it; nothing removes the files no row names.
         """
         log = logger.bind(
             source=delivery.source, mailboxes=list(delivery.mailboxes)
@@ -142,6 +147,9 @@ class Ingestor:
                 if dry_run:
                     raise _DryRun(outcome)
         except _DryRun as finished:
+            # A new event's id was only lent by the rolled-back transaction.
+            if finished.outcome.result == ACCEPTED:
+                return replace(finished.outcome, event_id=None)
             return finished.outcome
         except _NotUnderstood as error:
             return await self._quarantine(
@@ -153,6 +161,15 @@ class Ingestor:
         except MailgateError as error:
             return await self._quarantine(
                 delivery, raw_sha256, str(error), dry_run, log
+            )
+        except Exception as error:  # a fault of ours must not lose mail
+            log.error("ingest.record_failed", error=repr(error))
+            return await self._quarantine(
+                delivery,
+                raw_sha256,
+                f"recording failed: {type(error).__name__}",
+                dry_run,
+                log,
             )
 
         _log_outcome(log, outcome)
@@ -229,6 +246,8 @@ async def _record(
     attachments: Sequence[AttachmentInfo],
 ) -> Outcome:
     """Decide what the message is and record it, inside one transaction."""
+    if not delivery.mailboxes:
+        delivery = replace(delivery, mailboxes=await _delivered_to(db, parsed))
     sender_address = _sender_address(parsed, delivery)
     sender = await ensure_contact(
         db, sender_address, parsed.sender.name if parsed.sender else ""
@@ -244,12 +263,15 @@ async def _record(
             db, int(row[0]), delivery, parsed, raw_sha256
         )
 
-    if parsed.delivery_report is not None:
-        reported = await _record_report(
-            db, parsed.delivery_report, key, delivery, raw_sha256
+    report = parsed.delivery_report
+    if report is not None:
+        reported = await record_report(
+            db, report, raw_sha256, delivery.mailboxes
         )
         if reported is not None:
-            return reported
+            return await _reported(
+                db, reported, report, key, delivery, raw_sha256
+            )
 
     return await _new_event(
         db, delivery, parsed, raw_sha256, attachments, sender, key
@@ -292,58 +314,15 @@ async def _redelivered(
     )
 
 
-async def _record_report(
+async def _reported(
     db: aiosqlite.Connection,
+    event_id: int,
     report: DeliveryReport,
     key: str,
     delivery: Delivery,
     raw_sha256: str,
-) -> Outcome | None:
-    """Record a delivery status notification on the event it is about.
-
-    Returns None when no event of ours carries the reported Message-ID:
-    the report then becomes an event of its own.
-    """
-    if report.original_message_id is None:
-        return None
-    async with db.execute(
-        "SELECT id FROM event WHERE message_id = ? "
-        "ORDER BY direction = 'outgoing' DESC, id LIMIT 1",
-        (report.original_message_id,),
-    ) as cursor:
-        row = await cursor.fetchone()
-    if row is None:
-        return None
-
-    event_id = int(row[0])
-    received_at = now_text()
-    for recipient in report.recipients:
-        await db.execute(
-            "INSERT INTO delivery_report (event_id, recipient, action, "
-            "status, diagnostic, raw_sha256, received_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                event_id,
-                recipient.address,
-                recipient.action,
-                recipient.status,
-                recipient.diagnostic,
-                raw_sha256,
-                received_at,
-            ),
-        )
-        status = {"failed": "bounced", "delayed": "deferred"}.get(
-            recipient.action
-        )
-        if status is None:
-            continue
-        detail = f"{recipient.status} {recipient.diagnostic}".strip()
-        await db.execute(
-            "UPDATE event_recipient SET delivery_status = ?, "
-            "delivery_detail = ? WHERE event_id = ? AND address = ? "
-            "COLLATE NOCASE",
-            (status, detail, event_id, recipient.address),
-        )
+) -> Outcome:
+    """Note a delivery report recorded on our event; it adds no event."""
     await db.execute(
         "INSERT INTO message_key (key, event_id) VALUES (?, ?)",
         (key, event_id),
@@ -395,6 +374,9 @@ async def _new_event(
         for address, _ in (*to, *cc)
         if await our_mailbox(db, address) is None
     ]
+    if not departments and not sender.internal:
+        raise _NotUnderstood("addressed to no mailbox of ours")
+
     # A copy of what our staff sent outside (we were in Cc or Bcc) is their
     # outgoing event, already sent; staff writing to us is incoming.
     outgoing = sender.internal and bool(external)
@@ -476,6 +458,19 @@ async def _receipts(
     )
 
 
+async def _delivered_to(
+    db: aiosqlite.Connection, parsed: ParsedMessage
+) -> tuple[str, ...]:
+    """Return our mailboxes in Delivered-To: a file's only envelope."""
+    return tuple(
+        [
+            mailbox
+            for mailbox in parsed.delivered_to
+            if await our_mailbox(db, mailbox) is not None
+        ]
+    )
+
+
 def _sender_address(parsed: ParsedMessage, delivery: Delivery) -> str:
     """Return who wrote the message: From, else Sender, else the envelope."""
     for candidate in (parsed.sender, parsed.sender_header):
@@ -523,6 +518,7 @@ def _details(parsed: ParsedMessage, delivery: Delivery) -> dict[str, Any]:
 def _log_outcome(
     log: structlog.typing.FilteringBoundLogger, outcome: Outcome
 ) -> None:
+    """Log what became of a message: one event, facts only, no body."""
     facts = {
         "event_id": outcome.event_id,
         "direction": outcome.direction,
@@ -538,11 +534,12 @@ def _log_outcome(
                 triage=outcome.triage,
             )
     elif outcome.result == DUPLICATE:
-        log.info("ingest.duplicate", event_id=outcome.event_id)
+        log.info("ingest.duplicate", **facts)
     elif outcome.result == BOUNCE:
         log.info(
             "ingest.bounce_recorded",
-            event_id=outcome.event_id,
+            **facts,
+            reported_message_id=outcome.message_id,
             **outcome.details,
         )
 

@@ -18,6 +18,19 @@ STORE_UNAVAILABLE = (
 )
 LOCAL_ERROR = "451 4.3.0 Temporary local problem, try again later"
 
+# Submission (RFC 6409, RFC 4954): our staff sending through the gateway.
+SENDER_OK = "250 2.1.0 Sender OK"
+SUBMITTED = "250 2.0.0 Message accepted, recorded as event"
+AUTH_REQUIRED = "530 5.7.0 Authentication required"
+AUTH_FAILED = "535 5.7.8 Authentication credentials invalid"
+AUTH_UNAVAILABLE = "454 4.7.0 Temporary authentication failure"
+ENCRYPTION_REQUIRED = (
+    "538 5.7.11 Encryption required for requested authentication mechanism"
+)
+SENDER_NOT_YOURS = "553 5.7.1 Sender address is not one of yours"
+FROM_NOT_YOURS = "553 5.7.1 From header does not name one of your addresses"
+UNREADABLE = "554 5.6.0 Message could not be read"
+
 # aiosmtpd's own replies that lack an enhanced status code, by prefix.
 _LIBRARY_REPLIES = {
     "552 Error: Too much mail data": TOO_BIG,

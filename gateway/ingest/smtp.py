@@ -94,6 +94,16 @@ class InboundHandler:
 
         return reply
 
+    async def handle_exception(self, error: Exception) -> str:
+        """Answer a fault of ours with 451; the peer never sees its text.
+
+        aiosmtpd calls this for anything a command raised; its own answer
+        would be 500 with the exception's text.
+        """
+        logger.error("smtp.session_failed", error=repr(error))
+
+        return replies.LOCAL_ERROR
+
     async def wait_idle(self, timeout: float) -> bool:
         """Wait until no message is being stored; False on timeout."""
         try:

@@ -1,0 +1,1 @@
+"""Outbound mail: staff submission, rendering, and the outbox worker."""

@@ -1,0 +1,342 @@
+"""The outbox's bookkeeping in the store: due mail, leases and outcomes.
+
+An outgoing Mail Message is due while it is ``confirmed``, has not failed
+for good, is held by no worker (or the holder's lease ran out) and its
+next attempt time has come. A worker claims due events with a lease,
+records each attempt's outcome per recipient (queued, deferred, sent,
+bounced) and releases the lease in the same transaction. Every function
+runs inside the caller's transaction.
+
+Limitation: a delivery that failed for good is never tried again; no
+workflow step puts it back in the queue, so the mail must be written
+anew (and the failed event cancelled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import aiosqlite
+
+from gateway.addresses import address_key
+from gateway.clock import as_text, now
+from gateway.crm.events import get_event, new_message_id, transition
+
+QUEUED = "queued"
+DEFERRED = "deferred"
+SENT = "sent"
+BOUNCED = "bounced"
+
+# What became of one attempt at one event.
+FAILED = "failed"
+LOST = "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """An event a worker now holds, to send it."""
+
+    event_id: int
+    message_id: str
+    # Whose lease ran out with no outcome recorded: that worker stopped
+    # while sending, and the smart host may have taken the message.
+    abandoned_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    """How the smart host answered for one recipient."""
+
+    address: str
+    status: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What became of one attempt at sending an event."""
+
+    result: str
+    attempts: int
+    next_attempt_at: str | None = None
+    failure: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """Where an event stands in the outbox, for people."""
+
+    attempts: int
+    next_attempt_at: str | None
+    lease_owner: str | None
+    lease_expires_at: str | None
+    last_reply: str | None
+    failure: str | None
+    failed_at: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the stable JSON form."""
+        return {
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "lease_owner": self.lease_owner,
+            "lease_expires_at": self.lease_expires_at,
+            "last_reply": self.last_reply,
+            "failure": self.failure,
+            "failed_at": self.failed_at,
+        }
+
+
+_DUE = """
+    SELECT e.id, o.lease_owner FROM event e
+    LEFT JOIN outbox o ON o.event_id = e.id
+    WHERE e.type = 'mail-message' AND e.direction = 'outgoing'
+    AND e.state = 'confirmed'
+    AND (o.event_id IS NULL OR (
+        o.failed_at IS NULL
+        AND (o.lease_expires_at IS NULL OR o.lease_expires_at <= :now)
+        AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= :now)))
+"""
+
+
+async def claim(
+    db: aiosqlite.Connection,
+    owner: str,
+    *,
+    lease_seconds: float,
+    limit: int,
+    event_ids: Collection[int] | None = None,
+) -> list[Claim]:
+    """Hold up to ``limit`` due events for ``owner``; return them.
+
+    ``event_ids`` narrows the choice; an event among them that is not due
+    (planned, sent, held by another worker) is not claimed.
+    """
+    if event_ids is not None and not event_ids:
+        return []
+
+    moment = now()
+    query = _DUE
+    parameters: dict[str, Any] = {"now": as_text(moment), "limit": limit}
+    if event_ids is not None:
+        marks = ", ".join(f":id{n}" for n in range(len(event_ids)))
+        query += f" AND e.id IN ({marks})"
+        parameters.update({f"id{n}": i for n, i in enumerate(event_ids)})
+    async with db.execute(
+        query + " ORDER BY e.id LIMIT :limit", parameters
+    ) as cursor:
+        rows = [(int(r[0]), r[1]) for r in await cursor.fetchall()]
+
+    expires = as_text(moment + timedelta(seconds=lease_seconds))
+    claims = []
+    for event_id, previous_owner in rows:
+        await db.execute(
+            "INSERT INTO outbox (event_id, lease_owner, lease_expires_at) "
+            "VALUES (?, ?, ?) ON CONFLICT (event_id) DO UPDATE SET "
+            "lease_owner = excluded.lease_owner, "
+            "lease_expires_at = excluded.lease_expires_at",
+            (event_id, owner, expires),
+        )
+        message_id = await _message_id(db, event_id)
+        await db.execute(
+            "UPDATE event_recipient SET delivery_status = ? "
+            "WHERE event_id = ? AND delivery_status IS NULL",
+            (QUEUED, event_id),
+        )
+        claims.append(Claim(event_id, message_id, previous_owner))
+
+    return claims
+
+
+async def renew(
+    db: aiosqlite.Connection, event_id: int, owner: str, lease_seconds: float
+) -> bool:
+    """Extend owner's lease on a still confirmed event; False if not held."""
+    expires = as_text(now() + timedelta(seconds=lease_seconds))
+    cursor = await db.execute(
+        "UPDATE outbox SET lease_expires_at = ? "
+        "WHERE event_id = ? AND lease_owner = ? AND EXISTS ("
+        "SELECT 1 FROM event WHERE id = ? AND state = 'confirmed')",
+        (expires, event_id, owner, event_id),
+    )
+
+    return cursor.rowcount == 1
+
+
+async def release(
+    db: aiosqlite.Connection, event_ids: Sequence[int], owner: str
+) -> None:
+    """Give back events owner holds but did not try to send."""
+    await db.executemany(
+        "UPDATE outbox SET lease_owner = NULL, lease_expires_at = NULL "
+        "WHERE event_id = ? AND lease_owner = ?",
+        [(event_id, owner) for event_id in event_ids],
+    )
+
+
+async def pending_recipients(
+    db: aiosqlite.Connection, event_id: int
+) -> list[str]:
+    """Return the addresses still to send to (queued or deferred)."""
+    async with db.execute(
+        "SELECT address FROM event_recipient WHERE event_id = ? "
+        "AND delivery_status IN (?, ?) ORDER BY position",
+        (event_id, QUEUED, DEFERRED),
+    ) as cursor:
+        addresses = [str(row[0]) for row in await cursor.fetchall()]
+
+    return list(dict.fromkeys(addresses))
+
+
+async def record(
+    db: aiosqlite.Connection,
+    event_id: int,
+    owner: str,
+    results: Sequence[RecipientResult],
+    reply: str,
+    *,
+    max_attempts: int,
+    retry_delay: Callable[[int], float],
+) -> Attempt:
+    """Record one attempt's outcome and release the lease.
+
+    Once no recipient is left to try, the event is marked ``sent`` (by
+    the gateway, with the smart host's reply in its history) if any
+    recipient took it, else it fails for good. Recipients still deferred
+    after ``max_attempts`` count as bounced. Returns LOST, recording
+    nothing, when owner no longer holds the event.
+    """
+    async with db.execute(
+        "SELECT attempts, lease_owner FROM outbox WHERE event_id = ?",
+        (event_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None or row[1] != owner:
+        return Attempt(LOST, int(row[0]) if row else 0)
+    attempts = int(row[0]) + 1
+
+    for result in results:
+        await db.execute(
+            "UPDATE event_recipient SET delivery_status = ?, "
+            "delivery_detail = ? WHERE event_id = ? AND address = ? "
+            "COLLATE NOCASE AND delivery_status IN (?, ?)",
+            (
+                result.status,
+                result.detail,
+                event_id,
+                result.address,
+                QUEUED,
+                DEFERRED,
+            ),
+        )
+    if attempts >= max_attempts:
+        await db.execute(
+            "UPDATE event_recipient SET delivery_status = ?, "
+            "delivery_detail = ? || COALESCE(delivery_detail, '') "
+            "WHERE event_id = ? AND delivery_status IN (?, ?)",
+            (
+                BOUNCED,
+                f"gave up after {attempts} attempts: ",
+                event_id,
+                QUEUED,
+                DEFERRED,
+            ),
+        )
+
+    statuses = await _statuses(db, event_id)
+    outcome = await _outcome(db, event_id, statuses, reply, attempts)
+    if outcome.result == DEFERRED:
+        moment = now() + timedelta(seconds=retry_delay(attempts))
+        outcome = Attempt(DEFERRED, attempts, next_attempt_at=as_text(moment))
+
+    await db.execute(
+        "UPDATE outbox SET attempts = ?, next_attempt_at = ?, "
+        "last_reply = ?, failure = ?, failed_at = ?, lease_owner = NULL, "
+        "lease_expires_at = NULL WHERE event_id = ?",
+        (
+            attempts,
+            outcome.next_attempt_at,
+            reply,
+            outcome.failure,
+            as_text(now()) if outcome.result == FAILED else None,
+            event_id,
+        ),
+    )
+
+    return outcome
+
+
+async def entry_of(
+    db: aiosqlite.Connection, event_id: int
+) -> OutboxEntry | None:
+    """Return where an event stands in the outbox; None if never claimed."""
+    async with db.execute(
+        "SELECT attempts, next_attempt_at, lease_owner, lease_expires_at, "
+        "last_reply, failure, failed_at FROM outbox WHERE event_id = ?",
+        (event_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+
+    return OutboxEntry(*row)
+
+
+async def _outcome(
+    db: aiosqlite.Connection,
+    event_id: int,
+    statuses: list[tuple[str, str, str]],
+    reply: str,
+    attempts: int,
+) -> Attempt:
+    """Decide the event's fate from its recipients' statuses."""
+    if any(status in (QUEUED, DEFERRED) for _, status, _ in statuses):
+        return Attempt(DEFERRED, attempts)
+
+    if any(status == SENT for _, status, _ in statuses):
+        await transition(
+            db, event_id, "send", None, f"accepted by the smart host: {reply}"
+        )
+        return Attempt(SENT, attempts)
+
+    failure = "; ".join(
+        f"{address}: {detail}" for address, _, detail in statuses
+    )
+
+    return Attempt(FAILED, attempts, failure=failure)
+
+
+async def _statuses(
+    db: aiosqlite.Connection, event_id: int
+) -> list[tuple[str, str, str]]:
+    async with db.execute(
+        "SELECT address, delivery_status, COALESCE(delivery_detail, '') "
+        "FROM event_recipient WHERE event_id = ? ORDER BY position",
+        (event_id,),
+    ) as cursor:
+        return [(r[0], r[1], r[2]) for r in await cursor.fetchall()]
+
+
+async def _message_id(db: aiosqlite.Connection, event_id: int) -> str:
+    """Return the event's Message-ID, giving it one if it has none.
+
+    The key that recognises the message when a copy of it comes back in
+    (the gateway was among its recipients) is recorded too.
+    """
+    event = await get_event(db, event_id)
+    message_id = event.message_id
+    if message_id is None:
+        message_id = new_message_id(event.sender.address)
+        await db.execute(
+            "UPDATE event SET message_id = ? WHERE id = ?",
+            (message_id, event_id),
+        )
+    await db.execute(
+        "INSERT OR IGNORE INTO message_key (key, event_id) VALUES (?, ?)",
+        (f"{address_key(event.sender.address)} {message_id}", event_id),
+    )
+
+    return message_id

@@ -1,0 +1,460 @@
+"""The outbox worker: confirmed mail reaches the smart host exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+
+from gateway.crm.contacts import find_by_address
+from gateway.crm.events import get_event, history_of, list_events
+from gateway.crm.worklists import worklists_for
+from gateway.ingest.smtp import Listener
+from gateway.outbox.queue import entry_of
+from gateway.outbox.submission import SubmissionListener
+from gateway.outbox.worker import Outbox
+from gateway.server import Daemon
+from gateway.settings import Settings
+from gateway.store import Store
+
+from .conftest import (
+    Cli,
+    SmartHost,
+    Staff,
+    Submit,
+    confirmed_mail,
+    deliver_now,
+    mail,
+    submit_now,
+    wait_for,
+)
+
+
+def _parsed(content: bytes) -> EmailMessage:
+    parsed = message_from_bytes(content, policy=policy.default)
+    assert isinstance(parsed, EmailMessage)
+
+    return parsed
+
+
+async def _state(store: Store, event_id: int) -> str:
+    async with store.reading() as db:
+        return (await get_event(db, event_id)).state
+
+
+async def _failed_deliveries(
+    store: Store, address: str
+) -> dict[int, str] | None:
+    """Return the failed-deliveries worklist of a person: id -> reason."""
+    async with store.reading() as db:
+        person = await find_by_address(db, address)
+        assert person is not None
+        for worklist in await worklists_for(db, person):
+            if worklist.name == "failed-deliveries":
+                return {e.id: worklist.reasons[e.id] for e in worklist.events}
+
+    return None
+
+
+async def _deliver_all(outbox: Outbox, store: Store, event_id: int) -> None:
+    """Run batches until the event is sent (retries wait their turn)."""
+
+    async def sent() -> bool:
+        await outbox.run_batch()
+        return await _state(store, event_id) == "sent"
+
+    await wait_for(sent)
+
+
+async def test_submitted_mail_is_confirmed_then_sent_once_by_the_daemon(
+    store: Store,
+    staff: Staff,
+    outbound: Settings,
+    smart_host: SmartHost,
+    cli: Cli,
+) -> None:
+    """Submit, confirm through the CLI; mailgate serve delivers one copy."""
+    daemon = Daemon(outbound, store)
+    await daemon.start()
+    try:
+        assert isinstance(daemon.submission, SubmissionListener)
+        raw = mail(
+            f"From: Maria Staff <{staff.maria}>",
+            f"To: Jonas Beispiel <{staff.customer}>",
+            "Cc: anna@example.net",
+            "Subject: Your warranty",
+            "Message-ID: <warranty-1@laptop.example.com>",
+            "MIME-Version: 1.0",
+            "Content-Type: text/plain; charset=utf-8",
+            "Content-Transfer-Encoding: 8bit",
+            body="Grüße,\r\nMaria\r\n",
+        )
+        await asyncio.to_thread(
+            submit_now,
+            daemon.submission.port,
+            raw,
+            [staff.customer, "anna@example.net", "hidden@example.net"],
+            login=staff.maria,
+            password=staff.password,
+        )
+        async with store.reading() as db:
+            (event,) = await list_events(db)
+        assert event.state == "planned"
+
+        shown = await cli("worklist", "--json", actor=staff.manager)
+        to_confirm = next(w for w in shown.json() if w["name"] == "to-confirm")
+        assert [e["id"] for e in to_confirm["events"]] == [event.id]
+        await cli("event", "confirm", str(event.id), actor=staff.manager)
+
+        async def sent() -> bool:
+            return await _state(store, event.id) == "sent"
+
+        await wait_for(sent)
+    finally:
+        daemon.stop()
+        await daemon.wait()
+
+    (copy,) = smart_host.handler.received
+    assert copy.mail_from == f"bounces+evt-{event.id}@example.com"
+    assert copy.rcpt_tos == [
+        staff.customer,
+        "anna@example.net",
+        "hidden@example.net",
+    ]
+    message = _parsed(copy.content)
+    assert message["From"] == f"Maria Staff <{staff.maria}>"
+    assert message["To"] == f"Jonas Beispiel <{staff.customer}>"
+    assert message["Cc"] == "anna@example.net"
+    assert message["Bcc"] is None
+    assert b"hidden@example.net" not in copy.content
+    assert message["Message-ID"] == "<warranty-1@laptop.example.com>"
+    assert message["Subject"] == "Your warranty"
+    assert message["Date"] is not None
+    assert message["Auto-Submitted"] is None
+    # The body goes out as it was submitted, 8-bit and declared so.
+    assert copy.content.endswith("\r\n\r\nGrüße,\r\nMaria\r\n".encode())
+    assert "BODY=8BITMIME" in copy.mail_options
+
+    async with store.reading() as db:
+        event = await get_event(db, event.id)
+        steps = await history_of(db, event.id)
+    assert [(s.transition, s.state_after, s.actor) for s in steps] == [
+        ("create", "draft", staff.maria),
+        ("plan", "planned", staff.maria),
+        ("confirm", "confirmed", staff.manager),
+        ("send", "sent", "mailgate"),
+    ]
+    assert steps[-1].comment == (
+        "accepted by the smart host: 250 2.0.0 Ok: queued as 1"
+    )
+    assert {p.delivery_status for p in event.recipients} == {"sent"}
+
+
+async def test_a_reply_threads_both_ways(
+    store: Store,
+    staff: Staff,
+    inbound: Listener,
+    submit: Submit,
+    outbox: Outbox,
+    smart_host: SmartHost,
+    cli: Cli,
+) -> None:
+    """Our reply names the customer's mail; their answer finds our reply."""
+    question = mail(
+        f"From: Jonas <{staff.customer}>",
+        f"To: {staff.support}",
+        "Subject: Question",
+        "Message-ID: <question@mail.example.org>",
+    )
+    await asyncio.to_thread(
+        deliver_now, inbound.port, question, [staff.support], staff.customer
+    )
+    reply = mail(
+        f"From: {staff.maria}",
+        f"To: {staff.customer}",
+        "Subject: Re: Question",
+        "In-Reply-To: <question@mail.example.org>",
+        "References: <question@mail.example.org>",
+    )
+    await submit(reply)
+    async with store.reading() as db:
+        ours, theirs = await list_events(db)
+    assert (ours.direction, ours.causality_id) == ("outgoing", theirs.id)
+
+    await cli("event", "confirm", str(ours.id), actor=staff.manager)
+    await outbox.run_batch()
+
+    (copy,) = smart_host.handler.received
+    sent = _parsed(copy.content)
+    assert sent["In-Reply-To"] == "<question@mail.example.org>"
+    assert sent["References"] == "<question@mail.example.org>"
+    assert ours.message_id is not None
+    assert sent["Message-ID"] == ours.message_id
+
+    answer = mail(
+        f"From: Jonas <{staff.customer}>",
+        f"To: {staff.maria}",
+        "Subject: Re: Question",
+        f"In-Reply-To: {ours.message_id}",
+        f"References: <question@mail.example.org> {ours.message_id}",
+        "Message-ID: <answer@mail.example.org>",
+    )
+    await asyncio.to_thread(
+        deliver_now, inbound.port, answer, [staff.maria], staff.customer
+    )
+    async with store.reading() as db:
+        latest = (await list_events(db))[0]
+    assert latest.message_id == "<answer@mail.example.org>"
+    assert (latest.direction, latest.causality_id) == ("incoming", ours.id)
+
+
+async def test_temporary_failures_are_retried_and_delivered_once(
+    store: Store, staff: Staff, outbox: Outbox, smart_host: SmartHost
+) -> None:
+    """421, then 451, then 250: one copy, three attempts, sent."""
+    event_id = await confirmed_mail(store, staff)
+    smart_host.handler.data_replies = [
+        "421 4.3.2 Closing, try again",
+        "451 4.3.0 Busy",
+    ]
+
+    await _deliver_all(outbox, store, event_id)
+
+    assert len(smart_host.handler.received) == 1
+    async with store.reading() as db:
+        entry = await entry_of(db, event_id)
+        event = await get_event(db, event_id)
+    assert entry is not None
+    assert entry.attempts == 3
+    assert entry.failure is None
+    assert event.recipients[0].delivery_status == "sent"
+
+
+async def test_a_5xx_answer_ends_on_the_failed_deliveries_worklist(
+    store: Store, staff: Staff, outbox: Outbox, smart_host: SmartHost
+) -> None:
+    """550: no retry; the sender and managers see it with the reason."""
+    event_id = await confirmed_mail(store, staff)
+    smart_host.handler.data_replies = ["550 5.7.1 Message refused"]
+
+    first = await outbox.run_batch()
+    again = await outbox.run_batch()
+
+    assert (first.failed, again.claimed) == (1, 0)
+    assert smart_host.handler.received == []
+    assert await _state(store, event_id) == "confirmed"
+    reason = f"{staff.customer}: 550 5.7.1 Message refused"
+    assert await _failed_deliveries(store, staff.maria) == {event_id: reason}
+    assert await _failed_deliveries(store, staff.manager) == {event_id: reason}
+    assert await _failed_deliveries(store, staff.sam) == {}
+
+
+async def test_one_refused_recipient_bounces_the_others_get_it(
+    store: Store, staff: Staff, outbox: Outbox, smart_host: SmartHost
+) -> None:
+    """A 550 for one recipient: sent to the rest, that one bounced."""
+    event_id = await confirmed_mail(store, staff, cc=["gone@example.net"])
+    smart_host.handler.rcpt_replies = {
+        "gone@example.net": "550 5.1.1 No such user"
+    }
+
+    await outbox.run_batch()
+
+    (copy,) = smart_host.handler.received
+    assert copy.rcpt_tos == [staff.customer]
+    async with store.reading() as db:
+        event = await get_event(db, event_id)
+    assert event.state == "sent"
+    assert [(p.address, p.delivery_status) for p in event.recipients] == [
+        (staff.customer, "sent"),
+        ("gone@example.net", "bounced"),
+    ]
+    assert await _failed_deliveries(store, staff.maria) == {
+        event_id: "gone@example.net: 550 5.1.1 No such user"
+    }
+
+
+async def test_an_unreachable_smart_host_is_retried_up_to_the_limit(
+    store: Store, staff: Staff, outbound: Settings
+) -> None:
+    """No connection: deferred with backoff, then failed after 4 tries."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = outbound.outbox.model_copy(update={"port": port})
+    outbox = Outbox(store, settings, owner="worker-1")
+    event_id = await confirmed_mail(store, staff)
+    delays = [outbox.retry_delay(n) for n in range(1, 6)]
+
+    async def failed() -> bool:
+        await outbox.run_batch()
+        async with store.reading() as db:
+            entry = await entry_of(db, event_id)
+        return entry is not None and entry.failure is not None
+
+    await wait_for(failed)
+
+    async with store.reading() as db:
+        entry = await entry_of(db, event_id)
+        event = await get_event(db, event_id)
+    assert entry is not None and entry.attempts == 4
+    assert event.recipients[0].delivery_status == "bounced"
+    assert event.recipients[0].delivery_detail is not None
+    assert event.recipients[0].delivery_detail.startswith(
+        "gave up after 4 attempts: cannot reach the smart host"
+    )
+    assert all(0 < delay <= 0.06 for delay in delays)
+
+
+async def test_a_planned_event_is_never_sent(
+    store: Store,
+    staff: Staff,
+    submit: Submit,
+    outbox: Outbox,
+    smart_host: SmartHost,
+) -> None:
+    """Asked by id or not, the outbox leaves a planned event alone."""
+    await submit(mail(f"From: {staff.maria}", f"To: {staff.customer}"))
+    async with store.reading() as db:
+        (event,) = await list_events(db)
+
+    by_id = await outbox.run_batch(event_ids=[event.id])
+    any_due = await outbox.run_batch()
+
+    assert (by_id.claimed, any_due.claimed) == (0, 0)
+    assert smart_host.handler.received == []
+    assert await _state(store, event.id) == "planned"
+
+
+async def test_a_batch_uses_one_connection(
+    store: Store, staff: Staff, outbox: Outbox, smart_host: SmartHost
+) -> None:
+    """Three confirmed mails go over one connection to the smart host."""
+    for number in range(3):
+        await confirmed_mail(store, staff, title=f"Mail {number}")
+
+    report = await outbox.run_batch()
+
+    assert report.sent == 3
+    assert len(smart_host.handler.received) == 3
+    assert smart_host.handler.sessions == 1
+
+
+async def test_two_workers_never_send_the_same_event(
+    store: Store,
+    staff: Staff,
+    outbound: Settings,
+    smart_host: SmartHost,
+) -> None:
+    """Claims are exclusive: each event reaches the smart host once."""
+    ids = [
+        await confirmed_mail(store, staff, title=f"Mail {n}") for n in range(6)
+    ]
+    settings = outbound.outbox.model_copy(update={"batch_size": 3})
+    workers = [Outbox(store, settings, owner=f"worker-{n}") for n in range(2)]
+
+    reports = await asyncio.gather(*(w.run_batch() for w in workers))
+
+    assert [r.sent for r in reports] == [3, 3]
+    subjects = sorted(
+        str(_parsed(copy.content)["Subject"])
+        for copy in smart_host.handler.received
+    )
+    assert subjects == [f"Mail {n}" for n in range(6)]
+    for event_id in ids:
+        assert await _state(store, event_id) == "sent"
+
+
+async def test_a_delivery_report_marks_the_recipient_bounced(
+    store: Store,
+    staff: Staff,
+    inbound: Listener,
+    outbox: Outbox,
+    smart_host: SmartHost,
+) -> None:
+    """A DSN to the event's VERP address: that recipient is bounced."""
+    event_id = await confirmed_mail(store, staff, cc=["gone@example.net"])
+    await outbox.run_batch()
+    (copy,) = smart_host.handler.received
+    message_id = _parsed(copy.content)["Message-ID"]
+
+    await asyncio.to_thread(
+        deliver_now,
+        inbound.port,
+        _bounce("gone@example.net", message_id),
+        [copy.mail_from],
+        "",
+    )
+
+    async with store.reading() as db:
+        event = await get_event(db, event_id)
+    assert event.state == "sent"
+    assert [(p.address, p.delivery_status) for p in event.recipients] == [
+        (staff.customer, "sent"),
+        ("gone@example.net", "bounced"),
+    ]
+    assert event.recipients[1].delivery_detail == (
+        "5.1.1 550 5.1.1 No such user"
+    )
+    assert event_id in (await _failed_deliveries(store, staff.maria) or {})
+
+
+async def test_a_report_quoting_nothing_finds_its_event_by_verp(
+    store: Store,
+    staff: Staff,
+    inbound: Listener,
+    outbox: Outbox,
+    smart_host: SmartHost,
+) -> None:
+    """No Message-ID in the DSN: the VERP address it came to names it."""
+    event_id = await confirmed_mail(store, staff, cc=["gone@example.net"])
+    await outbox.run_batch()
+    (copy,) = smart_host.handler.received
+
+    await asyncio.to_thread(
+        deliver_now,
+        inbound.port,
+        _bounce("gone@example.net", None),
+        [copy.mail_from],
+        "",
+    )
+
+    async with store.reading() as db:
+        event = await get_event(db, event_id)
+        events = await list_events(db)
+    assert event.recipients[1].delivery_status == "bounced"
+    assert [e.id for e in events] == [event_id]
+
+
+def _bounce(recipient: str, message_id: str | None) -> bytes:
+    """Return a delivery status notification (RFC 3464) about a message."""
+    returned = f"Message-ID: {message_id}\r\n" if message_id else ""
+
+    return mail(
+        "From: Mail Delivery System <MAILER-DAEMON@relay.example.net>",
+        "To: bounces@example.com",
+        "Subject: Undelivered Mail Returned to Sender",
+        "Auto-Submitted: auto-replied",
+        "Message-ID: <dsn-1@relay.example.net>",
+        "MIME-Version: 1.0",
+        "Content-Type: multipart/report; report-type=delivery-status;"
+        ' boundary="report"',
+        body=(
+            "--report\r\n"
+            "Content-Type: text/plain\r\n\r\n"
+            "Your message could not be delivered.\r\n\r\n"
+            "--report\r\n"
+            "Content-Type: message/delivery-status\r\n\r\n"
+            "Reporting-MTA: dns; relay.example.net\r\n\r\n"
+            f"Final-Recipient: rfc822; {recipient}\r\n"
+            "Action: failed\r\n"
+            "Status: 5.1.1\r\n"
+            "Diagnostic-Code: smtp; 550 5.1.1 No such user\r\n\r\n"
+            "--report\r\n"
+            "Content-Type: text/rfc822-headers\r\n\r\n"
+            f"{returned}"
+            "Subject: Your warranty\r\n\r\n"
+            "--report--\r\n"
+        ),
+    )
