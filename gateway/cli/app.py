@@ -6,8 +6,9 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
+import aiosqlite
 import click
 from tabulate import tabulate
 
@@ -86,3 +87,46 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
         return "(none)"
 
     return str(tabulate(rows, headers=headers, tablefmt="simple"))
+
+
+class Stepped(Protocol):
+    """An object moved along a workflow: an event or a ticket."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def state(self) -> str: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+StepTaker = Callable[
+    [aiosqlite.Connection, int, str, Contact, str], Awaitable[Stepped]
+]
+
+
+def add_step_commands(
+    group: click.Group, kind: str, names: Sequence[str], take: StepTaker
+) -> None:
+    """Add one subcommand per workflow step: ``NAME ID [--comment C]``."""
+    for name in names:
+        group.add_command(_step_command(kind, name, take))
+
+
+def _step_command(kind: str, name: str, take: StepTaker) -> click.Command:
+    @click.command(name, help=f"Take the {name!r} step on {kind} ID.")
+    @click.argument("object_id", type=int, metavar="ID")
+    @click.option("--comment", default="", help="Why, for the history.")
+    @json_option
+    @pass_app
+    def step(app: App, object_id: int, comment: str, as_json: bool) -> None:
+        async def operation(store: Store) -> Stepped:
+            actor = await app.actor(store)
+            async with store.transaction() as db:
+                return await take(db, object_id, name, actor, comment)
+
+        moved = app.run(operation)
+        emit(moved.to_json(), as_json, f"{kind} {moved.id}: {moved.state}")
+
+    return step

@@ -7,7 +7,14 @@ from typing import Any
 
 import click
 
-from gateway.cli.app import App, emit, json_option, pass_app, table
+from gateway.cli.app import (
+    App,
+    add_step_commands,
+    emit,
+    json_option,
+    pass_app,
+    table,
+)
 from gateway.crm import events as crm_events
 from gateway.crm.contacts import find_by_address
 from gateway.crm.events import Event, NewEvent
@@ -224,30 +231,7 @@ def show(app: App, event_id: int, raw: bool, as_json: bool) -> None:
     emit(document, as_json, _describe(document))
 
 
-def _make_step(name: str) -> click.Command:
-    @click.command(name)
-    @click.argument("event_id", type=int, metavar="ID")
-    @click.option("--comment", default="", help="Why, for the history.")
-    @json_option
-    @pass_app
-    def step(app: App, event_id: int, comment: str, as_json: bool) -> None:
-        async def operation(store: Store) -> Event:
-            actor = await app.actor(store)
-            async with store.transaction() as db:
-                return await crm_events.transition(
-                    db, event_id, name, actor, comment
-                )
-
-        event = app.run(operation)
-        emit(event.to_json(), as_json, f"event {event.id}: {event.state}")
-
-    step.help = f"Take the {name!r} step on event ID."
-
-    return step
-
-
-for _name in STEPS:
-    command.add_command(_make_step(_name))
+add_step_commands(command, "event", STEPS, crm_events.transition)
 
 
 @command.command("assign")

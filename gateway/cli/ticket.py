@@ -6,7 +6,14 @@ from typing import Any
 
 import click
 
-from gateway.cli.app import App, emit, json_option, pass_app, table
+from gateway.cli.app import (
+    App,
+    add_step_commands,
+    emit,
+    json_option,
+    pass_app,
+    table,
+)
 from gateway.crm import tickets as crm_tickets
 from gateway.crm.tickets import Ticket
 from gateway.crm.vocabulary import TICKET_TYPES, display, parse_word
@@ -103,27 +110,4 @@ def show(app: App, ticket_id: int, as_json: bool) -> None:
     emit(document, as_json, "\n".join(lines))
 
 
-def _make_step(name: str) -> click.Command:
-    @click.command(name)
-    @click.argument("ticket_id", type=int, metavar="ID")
-    @click.option("--comment", default="", help="Why, for the history.")
-    @json_option
-    @pass_app
-    def step(app: App, ticket_id: int, comment: str, as_json: bool) -> None:
-        async def operation(store: Store) -> Ticket:
-            actor = await app.actor(store)
-            async with store.transaction() as db:
-                return await crm_tickets.transition_ticket(
-                    db, ticket_id, name, actor, comment
-                )
-
-        ticket = app.run(operation)
-        emit(ticket.to_json(), as_json, f"ticket {ticket.id}: {ticket.state}")
-
-    step.help = f"Take the {name!r} step on ticket ID."
-
-    return step
-
-
-for _name in STEPS:
-    command.add_command(_make_step(_name))
+add_step_commands(command, "ticket", STEPS, crm_tickets.transition_ticket)
