@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import sys
 
-from bench import smtp_ingest
+from bench import (
+    imap_ingest,
+    memory,
+    outbox,
+    roundup_peer,
+    smtp_ingest,
+    worklists,
+)
 
-BENCHMARKS = {"smtp-ingest": smtp_ingest.main}
+BENCHMARKS = {
+    "smtp-ingest": smtp_ingest.main,
+    "imap-ingest": imap_ingest.main,
+    "outbox": outbox.main,
+    "memory": memory.main,
+    "roundup": roundup_peer.main,
+    "worklists": worklists.main,
+}
 
 
 def main() -> None:

@@ -37,6 +37,18 @@ from gateway.addresses import InvalidAddress, normalize_address
 
 CONFIG_ENVIRONMENT_VARIABLE = "MAILGATE_CONFIG"
 
+# MAILGATE_* variables that are not settings: the configuration file, the
+# acting person of the CLI, and the test suite's switches.
+OTHER_ENVIRONMENT_VARIABLES = frozenset(
+    {
+        CONFIG_ENVIRONMENT_VARIABLE,
+        "MAILGATE_USER",
+        "MAILGATE_CASES_DIR",
+        "MAILGATE_REQUIRE_CASES",
+        "MAILGATE_REQUIRE_DOVECOT",
+    }
+)
+
 _WORD = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 
@@ -421,6 +433,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
         raise SettingsError(
             f"configuration file {config_file}: not found or not a file"
         )
+    _check_environment_names()
 
     from_file = type(
         "Settings",
@@ -439,6 +452,26 @@ def load_settings(config_file: Path | None = None) -> Settings:
         ) from None
 
     return loaded
+
+
+def _check_environment_names() -> None:
+    """Refuse a MAILGATE_* variable that names no section (a typo).
+
+    pydantic-settings reports unknown keys inside a known section, but
+    silently ignores a variable whose section does not exist.
+    """
+    sections = set(Settings.model_fields)
+    for name in sorted(os.environ):
+        if not name.upper().startswith("MAILGATE_"):
+            continue
+        if name.upper() in OTHER_ENVIRONMENT_VARIABLES:
+            continue
+        section = name[len("MAILGATE_") :].split("_", 1)[0].lower()
+        if section not in sections:
+            raise SettingsError(
+                f"environment variable {name}: names no setting (sections: "
+                f"{', '.join(sorted(sections))})"
+            )
 
 
 def _describe_environment(error: SourceError) -> str:

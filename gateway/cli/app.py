@@ -68,6 +68,9 @@ class App:
 
 pass_app = click.make_pass_decorator(App)
 
+# Row ids as SQLite stores them: positive 64-bit integers.
+ROW_ID = click.IntRange(1, 2**63 - 1)
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document."
 )
@@ -116,7 +119,7 @@ def add_step_commands(
 
 def _step_command(kind: str, name: str, take: StepTaker) -> click.Command:
     @click.command(name, help=f"Take the {name!r} step on {kind} ID.")
-    @click.argument("object_id", type=int, metavar="ID")
+    @click.argument("object_id", type=ROW_ID, metavar="ID")
     @click.option("--comment", default="", help="Why, for the history.")
     @json_option
     @pass_app

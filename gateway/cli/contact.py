@@ -12,6 +12,7 @@ from gateway.crm.contacts import (
     add_person,
     find_by_address,
     list_contacts,
+    update_person,
 )
 from gateway.crm.passwords import set_password
 from gateway.crm.vocabulary import ROLES
@@ -68,6 +69,56 @@ def add(
 
     person = app.run(operation)
     emit(person.to_json(), as_json, f"contact {person.id}")
+
+
+@command.command("update")
+@click.argument("email")
+@click.option("--name", help="A new name.")
+@click.option("--org", "organisation", metavar="ORG", help="Organisation.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    type=click.Choice(ROLES),
+    help="Roles of ours (repeatable; replaces the roles held).",
+)
+@click.option("--no-roles", is_flag=True, help="Take every role of ours away.")
+@click.option(
+    "--address",
+    "extra",
+    multiple=True,
+    metavar="EMAIL",
+    help="Add an address.",
+)
+@json_option
+@pass_app
+def update(
+    app: App,
+    email: str,
+    name: str | None,
+    organisation: str | None,
+    roles: tuple[str, ...],
+    no_roles: bool,
+    extra: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Change the person with address EMAIL (one made from mail, say)."""
+    if roles and no_roles:
+        raise click.UsageError("give --role or --no-roles, not both")
+
+    async def operation(store: Store) -> Contact:
+        async with store.transaction() as db:
+            return await update_person(
+                db,
+                email,
+                name=name,
+                organisation=organisation,
+                roles=() if no_roles else (roles or None),
+                extra_addresses=extra,
+            )
+
+    person = app.run(operation)
+    emit(person.to_json(), as_json, f"contact {person.id} updated")
 
 
 @command.command("list")

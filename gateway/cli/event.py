@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from gateway.cli.app import (
+    ROW_ID,
     App,
     add_step_commands,
     emit,
@@ -53,8 +54,8 @@ def command() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Read the text from a file.",
 )
-@click.option("--causality", type=int, metavar="ID")
-@click.option("--ticket", type=int, metavar="ID")
+@click.option("--causality", type=ROW_ID, metavar="ID")
+@click.option("--ticket", type=ROW_ID, metavar="ID")
 @click.option("--direction", type=click.Choice(DIRECTIONS))
 @json_option
 @pass_app
@@ -76,7 +77,15 @@ def new(
     """Create a draft event of TYPE (mail-message, phone-call, ...)."""
     if content is not None and content_file is not None:
         raise click.UsageError("give --content or --content-file, not both")
-    text = content_file.read_text() if content_file else content or ""
+    if not title.strip():
+        raise click.BadParameter("a title is needed", param_hint="--title")
+    try:
+        text = content_file.read_text() if content_file else content or ""
+    except (OSError, UnicodeDecodeError) as error:
+        raise click.BadParameter(
+            f"cannot read it as UTF-8 text: {error}",
+            param_hint="--content-file",
+        ) from None
     try:
         event_type = parse_word(event_type, EVENT_TYPES, "event type")
         if nature is not None:
@@ -112,7 +121,7 @@ def new(
 @click.option("--state", type=click.Choice(event_workflow.STATES))
 @click.option("--type", "event_type")
 @click.option("--direction", type=click.Choice(DIRECTIONS))
-@click.option("--ticket", type=int, metavar="ID")
+@click.option("--ticket", type=ROW_ID, metavar="ID")
 @click.option("--contact", metavar="EMAIL", help="Sent or received by.")
 @click.option(
     "--limit", type=click.IntRange(1), default=100, show_default=True
@@ -166,7 +175,7 @@ def list_(
 
 
 @command.command("show")
-@click.argument("event_id", type=int, metavar="ID")
+@click.argument("event_id", type=ROW_ID, metavar="ID")
 @click.option(
     "--raw",
     is_flag=True,
@@ -235,7 +244,7 @@ add_step_commands(command, "event", STEPS, crm_events.transition)
 
 
 @command.command("assign")
-@click.argument("event_id", type=int, metavar="ID")
+@click.argument("event_id", type=ROW_ID, metavar="ID")
 @click.option("--to", "assignee", required=True, metavar="EMAIL")
 @click.option("--comment", default="")
 @json_option
@@ -260,7 +269,7 @@ def assign(
 
 
 @command.command("acknowledge")
-@click.argument("event_id", type=int, metavar="ID")
+@click.argument("event_id", type=ROW_ID, metavar="ID")
 @click.option("--comment", default="")
 @json_option
 @pass_app
@@ -277,8 +286,8 @@ def acknowledge(app: App, event_id: int, comment: str, as_json: bool) -> None:
 
 
 @command.command("follow-up")
-@click.argument("event_id", type=int, metavar="ID")
-@click.option("--ticket", "ticket_id", type=int, metavar="ID")
+@click.argument("event_id", type=ROW_ID, metavar="ID")
+@click.option("--ticket", "ticket_id", type=ROW_ID, metavar="ID")
 @click.option("--new", "ticket_type", metavar="TYPE", help="New ticket type.")
 @click.option("--title", help="Title of the new ticket.")
 @click.option("--comment", default="")
@@ -384,7 +393,14 @@ def _shorten(text: str, width: int = 40) -> str:
 
 def _describe(document: dict[str, Any]) -> str:
     recipients = ", ".join(
-        f"{r['email']} ({r['kind']})" for r in document["recipients"]
+        f"{r['email']} ({r['kind']}"
+        + (
+            f", {r['delivery_status']}: {r['delivery_detail'] or ''}"
+            if r["delivery_status"] in ("bounced", "deferred")
+            else ""
+        )
+        + ")"
+        for r in document["recipients"]
     )
     lines = [
         f"Event {document['id']}: {document['title']}",

@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 
 from gateway.cli.app import App, emit, json_option, pass_app, table
-from gateway.ingest.pipeline import Delivery, Ingestor, Outcome
+from gateway.crm.contacts import normalize, our_mailbox
+from gateway.errors import InvalidInput
+from gateway.ingest.pipeline import QUARANTINED, Delivery, Ingestor, Outcome
 from gateway.store import Store
 
 
@@ -35,9 +37,18 @@ def command(
     dry_run: bool,
     as_json: bool,
 ) -> None:
-    """Take in FILES (.eml, raw RFC 5322) as if they had arrived by mail."""
+    """Take in FILES (.eml, raw RFC 5322) as if they had arrived by mail.
+
+    Exits 1 when a file could not be understood (it is then quarantined).
+    """
 
     async def operation(store: Store) -> list[Outcome]:
+        async with store.reading() as db:
+            for mailbox in mailboxes:
+                if await our_mailbox(db, normalize(mailbox)) is None:
+                    raise InvalidInput(
+                        f"--mailbox {mailbox}: not a mailbox of ours"
+                    )
         ingestor = Ingestor(store)
         outcomes = []
         for path in files:
@@ -73,3 +84,9 @@ def command(
         )
         + ("\ndry run: nothing was stored" if dry_run else ""),
     )
+    held = sum(outcome.result == QUARANTINED for outcome in outcomes)
+    if held:
+        raise click.ClickException(
+            f"{held} of {len(outcomes)} file(s) not understood "
+            f"{'(dry run)' if dry_run else 'and quarantined'}"
+        )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from gateway.cli.app import App, emit, json_option, pass_app, table
+from gateway.cli.app import ROW_ID, App, emit, json_option, pass_app, table
 from gateway.errors import InvalidInput, NotFound
 from gateway.ingest import quarantine as held_messages
 from gateway.ingest.pipeline import QUARANTINED, Delivery, Ingestor, Outcome
@@ -52,7 +52,7 @@ def list_(app: App, include_released: bool, as_json: bool) -> None:
 
 
 @command.command("retry")
-@click.argument("held_id", type=int, metavar="ID")
+@click.argument("held_id", type=ROW_ID, metavar="ID")
 @json_option
 @pass_app
 def retry(app: App, held_id: int, as_json: bool) -> None:

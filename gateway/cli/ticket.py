@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from gateway.cli.app import (
+    ROW_ID,
     App,
     add_step_commands,
     emit,
@@ -78,7 +79,7 @@ def list_(app: App, state: str | None, as_json: bool) -> None:
 
 
 @command.command("show")
-@click.argument("ticket_id", type=int, metavar="ID")
+@click.argument("ticket_id", type=ROW_ID, metavar="ID")
 @json_option
 @pass_app
 def show(app: App, ticket_id: int, as_json: bool) -> None:

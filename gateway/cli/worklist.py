@@ -23,7 +23,11 @@ def command(app: App, as_json: bool) -> None:
     worklists = app.run(operation)
     parts = []
     for worklist in worklists:
-        parts.append(f"{worklist.title} ({len(worklist.events)})")
+        shown = len(worklist.events)
+        parts.append(
+            f"{worklist.title} ({worklist.count})"
+            + (f", the first {shown}:" if shown < worklist.count else "")
+        )
         if worklist.events and worklist.reasons:
             parts.append(
                 table(

@@ -6,6 +6,7 @@ organisation below it (a department) and every person in one of them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,15 +134,7 @@ async def add_person(
         parent_id = await organisation_of_domain(
             db, domain_of(normalize(address))
         )
-    roles = set(roles)
-    unknown = roles - set(ROLES)
-    if unknown:
-        raise InvalidInput(
-            f"unknown role {sorted(unknown)[0]!r}; expected one of: "
-            f"{', '.join(ROLES)}"
-        )
-    if MANAGER in roles:
-        roles.add("staff")
+    roles = _checked_roles(roles)
 
     cursor = await db.execute(
         "INSERT INTO contact (kind, name, parent_id, created_at) "
@@ -158,6 +151,63 @@ async def add_person(
     return await get_contact(db, contact_id)
 
 
+async def update_person(
+    db: aiosqlite.Connection,
+    address: str,
+    *,
+    name: str | None = None,
+    organisation: str | None = None,
+    roles: Iterable[str] | None = None,
+    extra_addresses: Sequence[str] = (),
+) -> Contact:
+    """Change a person: name, organisation, roles (replaced), addresses.
+
+    This is how a contact first created from inbound mail becomes one of
+    our staff. Raises NotFound for an unknown address, InvalidInput for an
+    unknown role or an address that is someone else's.
+    """
+    person = await find_by_address(db, address)
+    if person is None or person.kind != PERSON:
+        raise NotFound(f"no person with address {address}")
+
+    if name is not None and name.strip():
+        await db.execute(
+            "UPDATE contact SET name = ? WHERE id = ?",
+            (name.strip(), person.id),
+        )
+    if organisation is not None:
+        await db.execute(
+            "UPDATE contact SET parent_id = ? WHERE id = ?",
+            (await organisation_id(db, organisation), person.id),
+        )
+    if roles is not None:
+        await db.execute(
+            "DELETE FROM contact_role WHERE contact_id = ?", (person.id,)
+        )
+        await db.executemany(
+            "INSERT INTO contact_role (contact_id, role) VALUES (?, ?)",
+            [(person.id, role) for role in sorted(_checked_roles(roles))],
+        )
+    await _add_addresses(db, person.id, extra_addresses)
+
+    return await get_contact(db, person.id)
+
+
+def _checked_roles(roles: Iterable[str]) -> set[str]:
+    """Return roles as a set (a manager is staff too); refuse unknown ones."""
+    checked = set(roles)
+    unknown = checked - set(ROLES)
+    if unknown:
+        raise InvalidInput(
+            f"unknown role {sorted(unknown)[0]!r}; expected one of: "
+            f"{', '.join(ROLES)}"
+        )
+    if MANAGER in checked:
+        checked.add("staff")
+
+    return checked
+
+
 async def find_by_address(
     db: aiosqlite.Connection, address: str
 ) -> Contact | None:
@@ -168,22 +218,22 @@ async def find_by_address(
     single contact.
     """
     key = address_key(normalize(address))
-    async with db.execute(
-        "SELECT contact_id FROM contact_address WHERE key = ?", (key,)
-    ) as cursor:
-        row = await cursor.fetchone()
-    if row is None:
-        async with db.execute(
-            "SELECT DISTINCT contact_id FROM contact_address "
-            "WHERE key = ? COLLATE NOCASE LIMIT 2",
-            (key,),
-        ) as cursor:
-            rows = list(await cursor.fetchall())
-        if len(rows) != 1:
-            return None
-        row = rows[0]
+    # One query for both rules: the folded index finds every spelling.
+    rows = await db.execute_fetchall(
+        "SELECT key, contact_id FROM contact_address "
+        "WHERE key = ? COLLATE NOCASE",
+        (key,),
+    )
+    exact = [int(row[1]) for row in rows if row[0] == key]
+    folded = {int(row[1]) for row in rows}
+    if exact:
+        contact_id = exact[0]
+    elif len(folded) == 1:
+        contact_id = folded.pop()
+    else:
+        return None
 
-    return await get_contact(db, int(row[0]))
+    return await get_contact(db, contact_id)
 
 
 async def ensure_contact(
@@ -213,50 +263,46 @@ async def ensure_contact(
 
 async def get_contact(db: aiosqlite.Connection, contact_id: int) -> Contact:
     """Return one contact with its addresses, roles and standing."""
-    async with db.execute(
-        "SELECT id, kind, name, parent_id FROM contact WHERE id = ?",
-        (contact_id,),
-    ) as cursor:
-        row = await cursor.fetchone()
-    if row is None:
+    rows = list(await db.execute_fetchall(_CONTACT_QUERY, {"id": contact_id}))
+    if not rows:
         raise NotFound(f"no contact {contact_id}")
-
-    async with db.execute(
-        "SELECT address FROM contact_address WHERE contact_id = ? "
-        "ORDER BY position",
-        (contact_id,),
-    ) as cursor:
-        addresses = tuple(r[0] for r in await cursor.fetchall())
-    async with db.execute(
-        "SELECT role FROM contact_role WHERE contact_id = ?", (contact_id,)
-    ) as cursor:
-        roles = frozenset(r[0] for r in await cursor.fetchall())
-    async with db.execute(
-        "SELECT domain FROM organisation_domain WHERE organisation_id = ? "
-        "ORDER BY domain",
-        (contact_id,),
-    ) as cursor:
-        domains = tuple(r[0] for r in await cursor.fetchall())
-    parent_id = row["parent_id"]
-    organisation = None
-    if parent_id is not None:
-        async with db.execute(
-            "SELECT name FROM contact WHERE id = ?", (parent_id,)
-        ) as cursor:
-            parent = await cursor.fetchone()
-        organisation = parent[0] if parent else None
+    row = rows[0]
 
     return Contact(
         id=row["id"],
         kind=row["kind"],
         name=row["name"],
-        parent_id=parent_id,
-        addresses=addresses,
-        roles=roles,
-        internal=await is_internal(db, contact_id),
-        domains=domains,
-        organisation=organisation,
+        parent_id=row["parent_id"],
+        addresses=tuple(json.loads(row["addresses"])),
+        roles=frozenset(json.loads(row["roles"])),
+        internal=bool(row["internal"]),
+        domains=tuple(json.loads(row["domains"])),
+        organisation=row["organisation"],
     )
+
+
+# A contact, its addresses, roles, domains, organisation and standing, in
+# one query: each query costs a thread hop through aiosqlite.
+_CONTACT_QUERY = """
+WITH RECURSIVE chain(id, parent_id, internal) AS (
+    SELECT id, parent_id, internal FROM contact WHERE id = :id
+    UNION ALL
+    SELECT c.id, c.parent_id, c.internal
+    FROM contact c JOIN chain ON c.id = chain.parent_id
+)
+SELECT c.id, c.kind, c.name, c.parent_id, p.name AS organisation,
+    (SELECT json_group_array(address) FROM (
+        SELECT address FROM contact_address WHERE contact_id = c.id
+        ORDER BY position)) AS addresses,
+    (SELECT json_group_array(role) FROM contact_role
+        WHERE contact_id = c.id) AS roles,
+    (SELECT json_group_array(domain) FROM (
+        SELECT domain FROM organisation_domain WHERE organisation_id = c.id
+        ORDER BY domain)) AS domains,
+    (SELECT MAX(internal) FROM chain) AS internal
+FROM contact c LEFT JOIN contact p ON p.id = c.parent_id
+WHERE c.id = :id
+"""
 
 
 async def list_contacts(db: aiosqlite.Connection) -> list[Contact]:
@@ -292,7 +338,11 @@ async def department_of(
     db: aiosqlite.Connection, contact_id: int
 ) -> int | None:
     """Return the internal organisation a contact is or belongs to."""
-    contact = await get_contact(db, contact_id)
+    return department(await get_contact(db, contact_id))
+
+
+def department(contact: Contact) -> int | None:
+    """Return the internal organisation a contact is or belongs to."""
     if contact.kind == ORGANISATION:
         return contact.id if contact.internal else None
     if contact.parent_id is not None and contact.internal:
@@ -401,13 +451,18 @@ async def _add_addresses(
     for address in addresses:
         normalised = normalize(address)
         key = address_key(normalised)
+        # Mail finds a contact whatever the case of its local part, so
+        # two contacts may not differ only by case.
         async with db.execute(
-            "SELECT contact_id FROM contact_address WHERE key = ?", (key,)
+            "SELECT address FROM contact_address WHERE key = ? COLLATE NOCASE",
+            (key,),
         ) as cursor:
-            if await cursor.fetchone() is not None:
-                raise InvalidInput(
-                    f"address {normalised} belongs to another contact"
-                )
+            taken = await cursor.fetchone()
+        if taken is not None:
+            raise InvalidInput(
+                f"address {normalised} belongs to another contact "
+                f"(as {taken[0]})"
+            )
         await db.execute(
             "INSERT INTO contact_address (key, address, contact_id, position) "
             "VALUES (?, ?, ?, ?)",
@@ -435,13 +490,28 @@ async def our_mailbox(db: aiosqlite.Connection, address: str) -> int | None:
     except InvalidInput:
         return None
     if found is not None and found.internal:
-        department = await department_of(db, found.id)
-        return department if department is not None else found.id
+        found_department = department(found)
+        return found.id if found_department is None else found_department
     if found is not None:
         return None
 
-    organisation = await organisation_of_domain(db, domain_of(address))
-    if organisation is None or not await is_internal(db, organisation):
+    rows = await db.execute_fetchall(
+        """
+        WITH RECURSIVE chain(id, parent_id, internal) AS (
+            SELECT c.id, c.parent_id, c.internal
+            FROM organisation_domain d JOIN contact c
+            ON c.id = d.organisation_id WHERE d.domain = :domain
+            UNION ALL
+            SELECT c.id, c.parent_id, c.internal
+            FROM contact c JOIN chain ON c.id = chain.parent_id
+        )
+        SELECT (SELECT organisation_id FROM organisation_domain
+            WHERE domain = :domain), MAX(internal) FROM chain
+        """,
+        {"domain": domain_of(address).lower()},
+    )
+    row = next(iter(rows), None)
+    if row is None or row[0] is None or not row[1]:
         return None
 
-    return organisation
+    return int(row[0])

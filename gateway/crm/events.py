@@ -204,6 +204,27 @@ async def create_event(
     every attempt to send it. Raises InvalidInput for an unknown type, no
     recipient, a bad address or a missing causality or ticket.
     """
+    event_id = await insert_event(
+        db, new, actor, transition=transition, comment=comment
+    )
+
+    return await get_event(db, event_id)
+
+
+async def insert_event(
+    db: aiosqlite.Connection,
+    new: NewEvent,
+    actor: Contact | None,
+    *,
+    transition: str = "create",
+    comment: str = "",
+    sender: Contact | None = None,
+) -> int:
+    """Create an event as ``create_event`` does; return only its id.
+
+    For callers that know what they asked for and need not read it back.
+    ``sender``, when given, is the contact already found for ``new.sender``.
+    """
     event_type = parse_word(new.type, EVENT_TYPES, "event type")
     if not (new.to or new.cc or new.bcc):
         raise InvalidInput("an event needs at least one recipient")
@@ -212,7 +233,8 @@ async def create_event(
     if new.ticket_id is not None:
         await _require(db, "ticket", new.ticket_id)
 
-    sender = await ensure_contact(db, new.sender, new.sender_name)
+    if sender is None:
+        sender = await ensure_contact(db, new.sender, new.sender_name)
     direction = new.direction
     if direction is None:
         direction = "outgoing" if sender.internal else "incoming"
@@ -267,24 +289,30 @@ async def create_event(
     assignees = new.assignee_ids
     if assignees is None:
         assignees = [actor.id] if actor else []
-    await _set_assignees(db, event_id, assignees)
-    await db.executemany(
-        "INSERT INTO attachment (event_id, position, filename, content_type, "
-        "size, sha256, content_id, inline) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                event_id,
-                position,
-                item.filename,
-                item.content_type,
-                item.size,
-                item.sha256,
-                item.content_id,
-                int(item.inline),
-            )
-            for position, item in enumerate(new.attachments)
-        ],
-    )
+    if assignees:
+        await db.executemany(
+            "INSERT INTO event_assignee (event_id, contact_id) VALUES (?, ?)",
+            [(event_id, contact_id) for contact_id in sorted(set(assignees))],
+        )
+    if new.attachments:
+        await db.executemany(
+            "INSERT INTO attachment (event_id, position, filename, "
+            "content_type, size, sha256, content_id, inline) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    event_id,
+                    position,
+                    item.filename,
+                    item.content_type,
+                    item.size,
+                    item.sha256,
+                    item.content_id,
+                    int(item.inline),
+                )
+                for position, item in enumerate(new.attachments)
+            ],
+        )
     await history.record(
         db,
         "event",
@@ -296,7 +324,7 @@ async def create_event(
         comment,
     )
 
-    return await get_event(db, event_id)
+    return event_id
 
 
 def new_message_id(address: str) -> str:
@@ -425,7 +453,10 @@ async def list_events(
     ) as cursor:
         ids = [int(row[0]) for row in await cursor.fetchall()]
 
-    return [await get_event(db, event_id) for event_id in ids]
+    # Imported here: the listing module builds on this one's types.
+    from gateway.crm.listing import load_events
+
+    return await load_events(db, ids)
 
 
 async def causality_chain(
@@ -740,11 +771,10 @@ async def _in_recipient_department(
 
 
 async def _require(db: aiosqlite.Connection, table: str, row_id: int) -> None:
-    async with db.execute(
+    if not await db.execute_fetchall(
         f"SELECT 1 FROM {table} WHERE id = ?", (row_id,)
-    ) as cursor:
-        if await cursor.fetchone() is None:
-            raise InvalidInput(f"no {table} {row_id}")
+    ):
+        raise InvalidInput(f"no {table} {row_id}")
 
 
 def _addressed(event: Event, kind: str) -> list[tuple[str, str]]:

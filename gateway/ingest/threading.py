@@ -25,7 +25,8 @@ from gateway.ingest.parsed import ParsedMessage
 THREAD_INDEX_ROOT = 22
 THREAD_INDEX_CHILD = 5
 
-_TAG = re.compile(r"\[#(EVT|TKT)-(\d+)\]")
+# At most 18 digits: every such number is a valid SQLite row id.
+_TAG = re.compile(r"\[#(EVT|TKT)-(\d{1,18})\]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,11 +73,10 @@ async def _by_message_id(
     db: aiosqlite.Connection, message_id: str
 ) -> list[int]:
     """Return events carrying this Message-ID, without acknowledged copies."""
-    async with db.execute(
+    rows = await db.execute_fetchall(
         "SELECT id, causality_id FROM event WHERE message_id = ? ORDER BY id",
         (message_id,),
-    ) as cursor:
-        rows = list(await cursor.fetchall())
+    )
     ids = {int(row[0]) for row in rows}
 
     # An acknowledgement repeats its original's Message-ID; it is the same
@@ -88,12 +88,13 @@ async def _by_reference(
     db: aiosqlite.Connection, message_id: str
 ) -> list[int]:
     """Return the newest event that also named this Message-ID."""
-    async with db.execute(
+    rows = await db.execute_fetchall(
         "SELECT event_id FROM message_reference WHERE message_id = ? "
         "ORDER BY event_id DESC LIMIT 1",
         (message_id,),
-    ) as cursor:
-        return [int(row[0]) for row in await cursor.fetchall()]
+    )
+
+    return [int(row[0]) for row in rows]
 
 
 async def _by_thread_index(
@@ -165,11 +166,10 @@ async def _judge(
         )
 
     event_id = candidates[0]
-    async with db.execute(
+    rows = await db.execute_fetchall(
         "SELECT ticket_id FROM event WHERE id = ?", (event_id,)
-    ) as cursor:
-        row = await cursor.fetchone()
-    ticket_id = row[0] if row else None
+    )
+    ticket_id = next((row[0] for row in rows), None)
     if ticket_id is not None and not await _has_part(db, ticket_id, sender):
         return Thread(
             triage={
@@ -236,11 +236,13 @@ async def index_thread(
     thread_index: bytes | None,
 ) -> None:
     """Remember what a new event names, for threading later messages."""
-    await db.executemany(
-        "INSERT OR IGNORE INTO message_reference (message_id, event_id) "
-        "VALUES (?, ?)",
-        [(message_id, event_id) for message_id in set(parsed_references)],
-    )
+    named = set(parsed_references)
+    if named:
+        await db.executemany(
+            "INSERT OR IGNORE INTO message_reference (message_id, event_id) "
+            "VALUES (?, ?)",
+            [(message_id, event_id) for message_id in named],
+        )
     if thread_index is not None and len(thread_index) >= THREAD_INDEX_ROOT:
         await db.execute(
             "INSERT OR REPLACE INTO thread_index (event_id, value, root) "

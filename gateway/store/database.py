@@ -19,6 +19,7 @@ import structlog
 
 from gateway.settings import StoreSettings
 from gateway.store.blobs import BlobStore
+from gateway.store.group_commit import GroupCommitter
 from gateway.store.schema import NewerSchema, migrate
 
 logger = structlog.get_logger(__name__)
@@ -48,6 +49,8 @@ class Store:
         self._reader = reader
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+        # Concurrent ingest jobs share a transaction and its fsync.
+        self.group = GroupCommitter(self.transaction, StoreUnavailable)
 
     @classmethod
     async def open(cls, settings: StoreSettings) -> Store:

@@ -252,6 +252,10 @@ MIGRATIONS: tuple[str, ...] = (
         ON event_recipient(delivery_status, event_id)
         WHERE delivery_status IS NOT NULL;
     """,
+    # 5: worklists: a person's own events by state (drafts they wrote).
+    """
+    CREATE INDEX event_author ON event(author_id, state, id);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -56,11 +56,14 @@ CASES_DIR = Path(
 def _load_cases() -> list[dict[str, Any]]:
     index = CASES_DIR / "expected.json"
     if not index.is_file():
-        pytest.fail(
+        message = (
             f"no shared cases at {index}: put shared/cases beside the "
-            "clone or name the folder in MAILGATE_CASES_DIR",
-            pytrace=False,
+            "clone or name the folder in MAILGATE_CASES_DIR"
         )
+        # CI sets MAILGATE_REQUIRE_CASES: there a missing folder is a fault.
+        if os.environ.get("MAILGATE_REQUIRE_CASES"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=True)
     cases: list[dict[str, Any]] = json.loads(index.read_text("utf-8"))
 
     return cases

@@ -16,7 +16,7 @@ from gateway.store import Store
 from .conftest import Organisation, SendMail, mail
 
 if TYPE_CHECKING:
-    from conftest import Mailgate
+    from conftest import Mailgate, Outcome
 
 ORPHAN = mail(
     "From: Laura Beispiel <laura@example.org>",
@@ -63,13 +63,21 @@ async def test_a_message_not_understood_at_all_is_kept_raw(
     assert logged["log_level"] == "error"
 
 
+def _ingest_held(mailgate: Mailgate, *arguments: str) -> Outcome:
+    """Ingest files that end in the quarantine: the command exits 1."""
+    outcome = mailgate("ingest", *arguments, ok=False)
+    assert outcome.exit_code == 1, outcome.stderr
+
+    return outcome
+
+
 async def test_quarantine_list_shows_what_is_held(
     store: Store, mailgate: Mailgate, tmp_path: Path
 ) -> None:
     """``mailgate quarantine list`` names each held message and its reason."""
     empty = tmp_path / "empty.eml"
     empty.write_bytes(b"")
-    await asyncio.to_thread(mailgate, "ingest", str(empty))
+    await asyncio.to_thread(_ingest_held, mailgate, str(empty))
 
     listed = await asyncio.to_thread(mailgate, "quarantine", "list", "--json")
     shown = await asyncio.to_thread(mailgate, "quarantine", "list")
@@ -89,7 +97,9 @@ async def test_retry_takes_a_message_in_once_the_cause_is_fixed(
     """No mailbox of ours yet: held; with our domain, retry makes an event."""
     path = tmp_path / "orphan.eml"
     path.write_bytes(ORPHAN)
-    printed = await asyncio.to_thread(mailgate, "ingest", "--json", str(path))
+    printed = await asyncio.to_thread(
+        _ingest_held, mailgate, "--json", str(path)
+    )
     [ingested] = printed.json()
     assert ingested["result"] == "quarantined"
     assert ingested["reason"] == "addressed to no mailbox of ours"
@@ -135,7 +145,7 @@ async def test_retry_of_a_message_still_not_understood_keeps_one_entry(
     path = tmp_path / "garbage.eml"
     path.write_bytes(b"no header here")
     [ingested] = (
-        await asyncio.to_thread(mailgate, "ingest", "--json", str(path))
+        await asyncio.to_thread(_ingest_held, mailgate, "--json", str(path))
     ).json()
 
     retried = await asyncio.to_thread(
@@ -174,7 +184,7 @@ async def test_retry_when_the_raw_file_is_gone_says_so(
     path = tmp_path / "empty.eml"
     path.write_bytes(b"")
     [ingested] = (
-        await asyncio.to_thread(mailgate, "ingest", "--json", str(path))
+        await asyncio.to_thread(_ingest_held, mailgate, "--json", str(path))
     ).json()
     async with (
         store.reading() as db,
