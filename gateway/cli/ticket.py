@@ -99,7 +99,8 @@ def show(app: App, ticket_id: int, as_json: bool) -> None:
         f"Ticket {document['id']} {document['tag']}: {document['title']}",
         f"  type:   {display(document['type'])}",
         f"  state:  {document['state']}",
-        f"  events: {', '.join(map(str, document['events'])) or '(none)'}",
+        f"  events: {len(document['events'])} "
+        f"({', '.join(map(str, document['events'])) or 'none'})",
         "History:",
         *(
             f"  {h['at']}  {h['transition']:<8} "

@@ -88,6 +88,11 @@ async def add_organisation(
 
     A department is an organisation whose parent is internal: it is
     internal too.
+
+    Limitation: a mailbox address that inbound mail already gave to a
+    person of its own (mail to it arrived before the department was set
+    up) is refused here; moving an address and its history from one
+    contact to another is not built yet.
     """
     name = name.strip()
     if not name:
