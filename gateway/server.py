@@ -4,6 +4,11 @@ It also runs one IMAP poller per configured mailbox, the submission
 listener for our staff and the outbox worker. SIGTERM or SIGINT
 stops it gracefully: no new connection is accepted, messages being stored
 are finished (up to the configured grace), then the store is closed.
+
+Limitation: a client idle in an open session at shutdown sees the
+connection drop instead of a 421 reply (nothing of its is lost: it had no
+message under way); aiosmtpd offers no public way to greet each session
+out, and doing it through its internals was not worth the coupling.
 """
 
 from __future__ import annotations
