@@ -16,6 +16,12 @@ from pathlib import Path
 
 import aiosqlite
 import structlog
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from gateway.settings import StoreSettings
 from gateway.store.blobs import BlobStore
@@ -65,7 +71,7 @@ class Store:
         try:
             data_dir.mkdir(parents=True, exist_ok=True)
             opened.append(await _connect(path, settings.busy_timeout_ms))
-            await opened[0].execute("PRAGMA journal_mode = WAL")
+            await _use_wal(opened[0], settings.busy_timeout_ms)
             await migrate(opened[0])
             opened.append(await _connect(path, settings.busy_timeout_ms))
         except (OSError, sqlite3.Error, NewerSchema) as error:
@@ -132,6 +138,25 @@ class Store:
                 await self._writer.execute("ROLLBACK")
             except sqlite3.Error as error:
                 logger.error("store.rollback_failed", error=str(error))
+
+
+async def _use_wal(
+    connection: aiosqlite.Connection, busy_timeout_ms: int
+) -> None:
+    """Put the database in WAL mode, waiting out another opener.
+
+    Changing the journal mode needs the database to itself, and SQLite
+    answers "database is locked" at once, without its busy handler, while
+    another process opens it at the same moment.
+    """
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(sqlite3.OperationalError),
+        stop=stop_after_delay(max(busy_timeout_ms, 1000) / 1000),
+        wait=wait_random_exponential(multiplier=0.01, max=0.2),
+        reraise=True,
+    ):
+        with attempt:
+            await connection.execute("PRAGMA journal_mode = WAL")
 
 
 async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
