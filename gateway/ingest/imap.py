@@ -30,7 +30,12 @@ from gateway.ingest.imap_session import (
     ImapSession,
 )
 from gateway.ingest.imap_state import Place, resume_place, save_place
-from gateway.ingest.pipeline import Delivery, Ingestor, Outcome
+from gateway.ingest.pipeline import (
+    Delivery,
+    Ingestor,
+    Outcome,
+    Turn,
+)
 from gateway.settings import (
     ImapMailboxSettings,
     ImapSettings,
@@ -235,8 +240,11 @@ class Poller:
     ) -> Place:
         """Store one batch, act on it, then move the place past it.
 
-        Raises StoreUnavailable or _Unfetchable once the messages before
-        the one that failed are acted upon and passed.
+        The fetched messages are ingested concurrently, so that their
+        commits are grouped; each is acted upon, and passed, only if it
+        and every message before it in the batch is committed. Raises
+        StoreUnavailable or _Unfetchable once the messages before the one
+        that failed are acted upon and passed.
 
         Limitation: a message that the server lists but will not return
         holds back the messages after it, retried with backoff and logged
@@ -251,21 +259,41 @@ class Poller:
                 uids=sorted(set(missing) - set(still_there)),
             )
 
-        stored: list[int] = []
-        passed = place.last_uid
+        # The messages before the first one the server would not give us
+        # are stored together, so that their commits share an fsync; in
+        # turns, so that they are recorded in the order of their UIDs.
+        taken: list[int] = []
         failure: Exception | None = None
         for uid in uids:
             if uid in still_there:
                 failure = _Unfetchable(f"UID {uid} could not be fetched")
                 break
-            if self._stopping.is_set():
+            taken.append(uid)
+        if self._stopping.is_set():
+            taken, failure = [], None
+        to_store = [uid for uid in taken if uid in fetched]
+        turns: list[Turn] = []
+        for _ in to_store:
+            turns.append(Turn(turns[-1] if turns else None))
+        results = await asyncio.gather(
+            *(
+                self._store(fetched[uid], turn)
+                for uid, turn in zip(to_store, turns, strict=True)
+            ),
+            return_exceptions=True,
+        )
+        outcomes = dict(zip(to_store, results, strict=True))
+
+        stored: list[int] = []
+        passed = place.last_uid
+        for uid in taken:
+            result = outcomes.get(uid)
+            if isinstance(result, StoreUnavailable):
+                failure = result
                 break
+            if isinstance(result, BaseException):
+                raise result
             if uid in fetched:
-                try:
-                    await self._store(fetched[uid])
-                except StoreUnavailable as error:
-                    failure = error
-                    break
                 stored.append(uid)
             passed = uid
 
@@ -284,14 +312,18 @@ class Poller:
 
         return place
 
-    async def _store(self, message: Fetched) -> Outcome:
-        """Hand a message to the ingest path; StoreUnavailable if it fails."""
+    async def _store(self, message: Fetched, turn: Turn) -> Outcome:
+        """Hand a message to the ingest path; StoreUnavailable if it fails.
+
+        The turn keeps the batch recorded in UID order.
+        """
         outcome = await self.ingestor.ingest(
             Delivery(
                 raw=message.raw,
                 mailboxes=(self.settings.address,),
                 source=SOURCE,
-            )
+            ),
+            turn=turn,
         )
         self.log.debug(
             "imap.message_stored",

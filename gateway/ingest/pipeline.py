@@ -41,6 +41,7 @@ __all__ = [
     "Delivery",
     "Ingestor",
     "Outcome",
+    "Turn",
     "may_acknowledge",
 ]
 
@@ -61,6 +62,32 @@ async def _parse(raw: bytes) -> ParsedMessage:
     return await asyncio.to_thread(parse_message, raw)
 
 
+class Turn:
+    """One message's place in an ordered group of concurrent ingests.
+
+    Messages ingested together (an IMAP batch) reach the store's shared
+    transaction in the order of their turns, so that a reply recorded in
+    the same group as the message it answers finds it.
+    """
+
+    def __init__(self, previous: Turn | None) -> None:
+        self._previous = previous
+        self._taken = asyncio.Event()
+
+    async def take(self) -> None:
+        """Wait for the turns before this one; then let the next go.
+
+        The caller must queue its work before it next yields.
+        """
+        if self._previous is not None:
+            await self._previous._taken.wait()
+        self._taken.set()
+
+    def give_up(self) -> None:
+        """Let the next turn go without queueing anything."""
+        self._taken.set()
+
+
 class _DryRun(Exception):
     """Raised to roll back a dry run once its outcome is known."""
 
@@ -76,17 +103,31 @@ class Ingestor:
         self.store = store
 
     async def ingest(
-        self, delivery: Delivery, *, dry_run: bool = False
+        self,
+        delivery: Delivery,
+        *,
+        dry_run: bool = False,
+        turn: Turn | None = None,
     ) -> Outcome:
         """Store one delivery; return what became of it.
 
         Raises StoreUnavailable when it could not be kept durably: nothing
-        of it is then recorded, and the sender should try again.
+        of it is then recorded, and the sender should try again. Given a
+        turn, it is recorded after the deliveries of the turns before it.
 
         Limitation: the raw file, written before the transaction, stays
         on disk when the transaction then fails. It is named by its hash,
         so the retry reuses it; nothing removes the files no row names.
         """
+        try:
+            return await self._ingest(delivery, dry_run, turn)
+        finally:
+            if turn is not None:
+                turn.give_up()
+
+    async def _ingest(
+        self, delivery: Delivery, dry_run: bool, turn: Turn | None
+    ) -> Outcome:
         log = logger.bind(
             source=delivery.source, mailboxes=list(delivery.mailboxes)
         )
@@ -118,6 +159,8 @@ class Ingestor:
                             db, delivery, parsed, raw_sha256, attachments
                         )
                     )
+            if turn is not None:
+                await turn.take()
             outcome = await self.store.group.run(
                 lambda db: record_message(
                     db, delivery, parsed, raw_sha256, attachments

@@ -15,7 +15,7 @@ anew (and the failed event cancelled).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ import aiosqlite
 
 from gateway.addresses import address_key
 from gateway.clock import as_text, now
-from gateway.crm.events import get_event, new_message_id, transition
+from gateway.crm.events import Event, get_event, new_message_id, transition
 
 QUEUED = "queued"
 DEFERRED = "deferred"
@@ -44,6 +44,10 @@ class Claim:
     # Whose lease ran out with no outcome recorded: that worker stopped
     # while sending, and the smart host may have taken the message.
     abandoned_by: str | None = None
+    # The event as claimed, and the addresses still to send to: what
+    # rendering needs, read in the claim's transaction.
+    event: Event | None = field(default=None, compare=False)
+    pending: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +144,23 @@ async def claim(
             "lease_expires_at = excluded.lease_expires_at",
             (event_id, owner, expires),
         )
-        message_id = await _message_id(db, event_id)
+        event = await _with_message_id(db, event_id)
+        assert event.message_id is not None
         await db.execute(
             "UPDATE event_recipient SET delivery_status = ? "
             "WHERE event_id = ? AND delivery_status IS NULL",
             (QUEUED, event_id),
         )
-        claims.append(Claim(event_id, message_id, previous_owner))
+        pending = await pending_recipients(db, event_id)
+        claims.append(
+            Claim(
+                event_id,
+                event.message_id,
+                previous_owner,
+                event=event,
+                pending=tuple(pending),
+            )
+        )
 
     return claims
 
@@ -164,6 +178,28 @@ async def renew(
     )
 
     return cursor.rowcount == 1
+
+
+async def still_held(
+    db: aiosqlite.Connection, event_id: int, owner: str, lease_seconds: float
+) -> tuple[bool, bool]:
+    """Return whether owner holds the still confirmed event, and whether
+    its lease has at least half of ``lease_seconds`` left.
+
+    Only reads: a lease with time to spare needs no renewal (a commit).
+    """
+    spare = as_text(now() + timedelta(seconds=lease_seconds / 2))
+    async with db.execute(
+        "SELECT o.lease_owner, COALESCE(o.lease_expires_at > ?, 0) "
+        "FROM outbox o JOIN event e ON e.id = o.event_id "
+        "WHERE o.event_id = ? AND e.state = 'confirmed'",
+        (spare, event_id),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None or row[0] != owner:
+        return False, False
+
+    return True, bool(row[1])
 
 
 async def release(
@@ -320,8 +356,8 @@ async def _statuses(
         return [(r[0], r[1], r[2]) for r in await cursor.fetchall()]
 
 
-async def _message_id(db: aiosqlite.Connection, event_id: int) -> str:
-    """Return the event's Message-ID, giving it one if it has none.
+async def _with_message_id(db: aiosqlite.Connection, event_id: int) -> Event:
+    """Return the event, giving it a Message-ID if it has none.
 
     The key that recognises the message when a copy of it comes back in
     (the gateway was among its recipients) is recorded too.
@@ -339,4 +375,4 @@ async def _message_id(db: aiosqlite.Connection, event_id: int) -> str:
         (f"{address_key(event.sender.address)} {message_id}", event_id),
     )
 
-    return message_id
+    return replace(event, message_id=message_id)

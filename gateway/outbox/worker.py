@@ -229,18 +229,19 @@ class Outbox:
     async def _deliver(self, client: aiosmtplib.SMTP, item: Claim) -> Attempt:
         """Send one claimed event and record what the smart host said."""
         log = logger.bind(event_id=item.event_id, message_id=item.message_id)
-        async with self.store.transaction() as db:
-            held = await queue.renew(
-                db, item.event_id, self.owner, self.settings.lease_seconds
-            )
-            pending = await queue.pending_recipients(db, item.event_id)
-        if not held:
-            log.info("outbox.not_held")
-            return Attempt(queue.LOST, 0)
-
+        lease = self.settings.lease_seconds
         try:
             async with self.store.reading() as db:
-                event = await get_event(db, item.event_id)
+                held, spare = await queue.still_held(
+                    db, item.event_id, self.owner, lease
+                )
+                if held and not spare:
+                    held = await self._renew(item)
+                if not held:
+                    log.info("outbox.not_held")
+                    return Attempt(queue.LOST, 0)
+                event = item.event or await get_event(db, item.event_id)
+                pending = list(item.pending)
                 mail = await render_event(
                     db,
                     self.store.blobs,
@@ -272,6 +273,13 @@ class Outbox:
         await self._reached("committed", item.event_id)
 
         return attempt
+
+    async def _renew(self, item: Claim) -> bool:
+        """Extend the lease on a claimed event; False if no longer held."""
+        async with self.store.transaction() as db:
+            return await queue.renew(
+                db, item.event_id, self.owner, self.settings.lease_seconds
+            )
 
     async def _defer(self, item: Claim, reason: str) -> Attempt:
         """Record a failed attempt at every recipient still to send to."""
