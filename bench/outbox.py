@@ -28,7 +28,8 @@ import structlog
 
 from bench.servers import null_listener
 from gateway.crm.contacts import add_organisation, add_person
-from gateway.crm.events import NewEvent, create_event, get_event, transition
+from gateway.crm.events import NewEvent, create_event, get_event
+from gateway.crm.steps import transition
 from gateway.outbox.render import OutgoingMail, render_event
 from gateway.outbox.worker import Outbox
 from gateway.settings import OutboxSettings, StoreSettings

@@ -17,6 +17,7 @@ from gateway.cli.app import (
     table,
 )
 from gateway.crm import events as crm_events
+from gateway.crm import steps as event_steps
 from gateway.crm.contacts import find_by_address
 from gateway.crm.events import Event, NewEvent
 from gateway.crm.tickets import create_ticket
@@ -240,7 +241,7 @@ def show(app: App, event_id: int, raw: bool, as_json: bool) -> None:
     emit(document, as_json, _describe(document))
 
 
-add_step_commands(command, "event", STEPS, crm_events.transition)
+add_step_commands(command, "event", STEPS, event_steps.transition)
 
 
 @command.command("assign")
@@ -260,7 +261,7 @@ def assign(
             person = await find_by_address(db, assignee)
             if person is None:
                 raise NotFound(f"no person with address {assignee}")
-            return await crm_events.assign(
+            return await event_steps.assign(
                 db, event_id, person, actor, comment
             )
 
@@ -279,7 +280,7 @@ def acknowledge(app: App, event_id: int, comment: str, as_json: bool) -> None:
     async def operation(store: Store) -> Event:
         actor = await app.actor(store)
         async with store.transaction() as db:
-            return await crm_events.acknowledge(db, event_id, actor, comment)
+            return await event_steps.acknowledge(db, event_id, actor, comment)
 
     event = app.run(operation)
     emit(event.to_json(), as_json, f"event {event.id} ({event.state})")
@@ -322,7 +323,7 @@ def follow_up(
                     await create_ticket(db, ticket_type, title, actor)
                 ).id
             assert target is not None
-            return await crm_events.follow_up(
+            return await event_steps.follow_up(
                 db, event_id, target, actor, comment
             )
 

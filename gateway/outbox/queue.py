@@ -23,7 +23,8 @@ import aiosqlite
 
 from gateway.addresses import address_key
 from gateway.clock import as_text, now
-from gateway.crm.events import Event, get_event, new_message_id, transition
+from gateway.crm.events import Event, get_event, new_message_id
+from gateway.crm.steps import transition
 
 QUEUED = "queued"
 DEFERRED = "deferred"

@@ -15,6 +15,7 @@ import aiosqlite
 from gateway.addresses import InvalidAddress, address_key, normalize_address
 from gateway.clock import now
 from gateway.crm import events as crm_events
+from gateway.crm import steps as event_steps
 from gateway.crm.contacts import Contact, get_contact
 from gateway.crm.events import AttachmentInfo, Event, NewEvent
 from gateway.crm.vocabulary import MAIL_MESSAGE
@@ -85,9 +86,9 @@ async def record_submission(
         ),
         person,
     )
-    event = await crm_events.transition(db, event.id, "plan", person)
+    event = await event_steps.transition(db, event.id, "plan", person)
     if await _needs_no_review(db, person, confirm_without_review):
-        event = await crm_events.transition(
+        event = await event_steps.transition(
             db,
             event.id,
             "confirm",

@@ -30,8 +30,9 @@ from gateway.crm.contacts import (
     find_by_address,
     set_password_hash,
 )
-from gateway.crm.events import NewEvent, create_event, transition
+from gateway.crm.events import NewEvent, create_event
 from gateway.crm.passwords import hash_password
+from gateway.crm.steps import transition
 from gateway.ingest.smtp import Listener, start_listener, stop_listener
 from gateway.outbox.submission import (
     SubmissionListener,
