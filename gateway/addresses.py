@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from email_validator import EmailNotValidError, validate_email
 
 
@@ -9,6 +11,7 @@ class InvalidAddress(ValueError):
     """An e-mail address that is not syntactically valid."""
 
 
+@lru_cache(maxsize=8192)
 def normalize_address(text: str) -> str:
     """Return the canonical spelling of an e-mail address.
 

@@ -13,6 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -172,6 +173,27 @@ async def test_the_database_is_in_wal_mode(
     mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
     connection.close()
     assert mode == "wal"
+
+
+async def test_statements_in_transactions_and_reads_run_inline(
+    store: Store,
+) -> None:
+    """Inside a transaction or a read, no statement goes to a thread.
+
+    This holds only while aiosqlite routes every call through the method
+    the store overrides; a new aiosqlite that does not fails here.
+    """
+    loop_thread = threading.get_ident()
+
+    async with store.transaction() as db:
+        await db.create_function("caller_thread", 0, threading.get_ident)
+        written = await db.execute_fetchall("SELECT caller_thread()")
+    async with store.reading() as db:
+        await db.create_function("caller_thread", 0, threading.get_ident)
+        read = await db.execute_fetchall("SELECT caller_thread()")
+
+    assert [tuple(row) for row in written] == [(loop_thread,)]
+    assert [tuple(row) for row in read] == [(loop_thread,)]
 
 
 async def test_a_transaction_that_raises_leaves_nothing(
