@@ -50,8 +50,10 @@ class Store:
         data_dir: Path,
         writer: _Connection,
         reader: _Connection,
+        busy_timeout_ms: int,
     ) -> None:
         self.data_dir = data_dir
+        self._busy_timeout_ms = busy_timeout_ms
         self.blobs = BlobStore(data_dir / "blobs")
         self._writer = writer
         self._reader = reader
@@ -85,7 +87,7 @@ class Store:
                 f"cannot open the store in {data_dir}: {error}"
             ) from error
 
-        return cls(data_dir, writer, reader)
+        return cls(data_dir, writer, reader, settings.busy_timeout_ms)
 
     async def close(self) -> None:
         """Close both connections."""
@@ -113,7 +115,7 @@ class Store:
         """
         async with self._write_lock:
             try:
-                await self._writer.execute("BEGIN IMMEDIATE")
+                await self._begin_immediate()
             except sqlite3.Error as error:
                 raise StoreUnavailable(str(error)) from error
             try:
@@ -136,6 +138,28 @@ class Store:
                     yield self._reader
                 finally:
                     await self._reader.execute("COMMIT")
+
+    async def _begin_immediate(self) -> None:
+        """Take the write lock: inline when free, else waiting in a thread.
+
+        Inline, SQLite is told not to wait, so the event loop never blocks
+        on another process's transaction; only when the lock is taken does
+        the wait (up to the busy timeout) go to the connection's thread.
+        """
+        with self._writer.inline():
+            await self._writer.execute("PRAGMA busy_timeout = 0")
+            try:
+                await self._writer.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if error.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                    raise
+            finally:
+                await self._writer.execute(
+                    f"PRAGMA busy_timeout = {self._busy_timeout_ms}"
+                )
+
+        await self._writer.execute("BEGIN IMMEDIATE")
 
     async def _rollback(self) -> None:
         """Roll back the writer's transaction if one is still open."""

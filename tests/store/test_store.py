@@ -196,6 +196,38 @@ async def test_statements_in_transactions_and_reads_run_inline(
     assert [tuple(row) for row in read] == [(loop_thread,)]
 
 
+async def test_waiting_for_another_writer_leaves_the_loop_free(
+    store: Store, data_dir: Path
+) -> None:
+    """While another process holds the write lock, the loop keeps running.
+
+    The transaction starts once the lock is released, and commits.
+    """
+    other = sqlite3.connect(data_dir / DATABASE_NAME, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+
+    async def write() -> None:
+        async with store.transaction() as db:
+            await db.execute(
+                "INSERT INTO contact (kind, name, created_at) "
+                "VALUES ('person', 'Late', 'now')"
+            )
+
+    writing = asyncio.create_task(write())
+    ticks = 0
+    while ticks < 20:
+        await asyncio.sleep(0.01)
+        ticks += 1
+    assert not writing.done()
+    other.execute("COMMIT")
+    other.close()
+    await writing
+
+    async with store.reading() as db:
+        rows = await db.execute_fetchall("SELECT name FROM contact")
+    assert [row[0] for row in rows] == ["Late"]
+
+
 async def test_a_transaction_that_raises_leaves_nothing(
     store: Store,
 ) -> None:
