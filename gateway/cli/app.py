@@ -84,12 +84,38 @@ def emit(data: Any, as_json: bool, text: str) -> None:
         click.echo(text)
 
 
+# A cell longer than this is cut, so that each row stays one line wide
+# enough for a terminal; --json gives every value whole.
+CELL_WIDTH = 60
+
+
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:
-    """Return rows as a plain table for people."""
+    """Return rows as a plain table for people, one line per row.
+
+    Text cells are put on one line (a subject may hold line breaks) and
+    cut to CELL_WIDTH characters, ending with an ellipsis.
+    """
     if not rows:
         return "(none)"
 
-    return str(tabulate(rows, headers=headers, tablefmt="simple"))
+    return str(
+        tabulate(
+            [[_cell(value) for value in row] for row in rows],
+            headers=headers,
+            tablefmt="simple",
+        )
+    )
+
+
+def _cell(value: Any) -> Any:
+    """Return a table cell: text on one line and at most CELL_WIDTH long."""
+    if not isinstance(value, str):
+        return value
+    text = " ".join(value.split())
+    if len(text) <= CELL_WIDTH:
+        return text
+
+    return text[: CELL_WIDTH - 1] + "\N{HORIZONTAL ELLIPSIS}"
 
 
 class Stepped(Protocol):

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from gateway.cli.app import CELL_WIDTH, table
+
 if TYPE_CHECKING:
     from conftest import Company, Mailgate, MailgateProcess, Template
 
@@ -300,6 +302,19 @@ def test_listings_for_people_are_tables(
     ]
     assert len(table) == 2 + 4
     assert empty.strip() == "(none)"
+
+
+def test_a_long_or_multi_line_cell_is_cut_to_one_line() -> None:
+    """A table row stays one line: long text is cut, with an ellipsis."""
+    title = "Re: " + "very long subject " * 10 + "\n\tfolded"
+    lines = table([(7, title), (8, "short")], ["id", "title"]).splitlines()
+
+    assert len(lines) == 2 + 2
+    cell = lines[2].split(None, 1)[1].rstrip()
+    assert len(cell) == CELL_WIDTH
+    assert cell.startswith("Re: very long subject very")
+    assert cell.endswith("\N{HORIZONTAL ELLIPSIS}")
+    assert lines[3].split() == ["8", "short"]
 
 
 ERRORS = [
