@@ -68,6 +68,18 @@ class StoreSettings(Section):
     data_dir: Path = Path("var/mailgate")
     busy_timeout_ms: Annotated[int, Field(ge=0, le=600_000)] = 10_000
 
+    @field_validator("data_dir")
+    @classmethod
+    def _not_a_file(cls, data_dir: Path) -> Path:
+        """Refuse a path that exists and is not a directory.
+
+        A missing directory is fine: the store creates it on first use.
+        """
+        if data_dir.exists() and not data_dir.is_dir():
+            raise ValueError(f"{str(data_dir)!r} exists and is not a folder")
+
+        return data_dir
+
 
 class CrmSettings(Section):
     """The vocabulary of the CRM: natures of events."""

@@ -226,6 +226,13 @@ WRONG = [
         id="environment-bad-level",
     ),
     pytest.param(
+        {"MAILGATE_STORE_DATA_DIR": "/etc/passwd"},
+        None,
+        "setting store.data_dir: Value error, '/etc/passwd' exists and "
+        "is not a folder",
+        id="environment-data-dir-is-a-file",
+    ),
+    pytest.param(
         {},
         "[store\n",
         "mailgate.toml: Expected ']'",
