@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from gateway.crm.contacts import our_mailbox
 from gateway.ingest.imap_responses import Fetched
 from gateway.ingest.imap_session import (
     CommandRefused,
@@ -73,6 +74,10 @@ class Backoff:
 
 class _Unfetchable(Exception):
     """A message still in the folder that the server would not give us."""
+
+
+class _NotOurs(Exception):
+    """The mailbox's address belongs to no organisation of ours."""
 
 
 class Poller:
@@ -159,8 +164,24 @@ class Poller:
 
         while place is not None and not self._stopping.is_set():
             try:
+                if not await self._address_is_ours():
+                    raise _NotOurs(
+                        f"{self.settings.address} is no mailbox of ours"
+                    )
                 place = await self._catch_up(session, place)
                 store_backoff.reset()
+            except _NotOurs as error:
+                # Taking mail in now would quarantine all of it: leave it
+                # on the server until an organisation of ours owns it.
+                delay = store_backoff.next_delay()
+                self.log.error(
+                    "imap.address_not_ours",
+                    address=self.settings.address,
+                    error=str(error),
+                    retry_in_seconds=delay,
+                )
+                await self._sleep(delay)
+                continue
             except StoreUnavailable as error:
                 delay = store_backoff.next_delay()
                 self.log.warning(
@@ -189,6 +210,11 @@ class Poller:
             else:
                 await self._sleep(self.settings.poll_interval_seconds)
                 await session.noop()
+
+    async def _address_is_ours(self) -> bool:
+        """Return whether the mailbox's address leads to one of ours."""
+        async with self.store.reading() as db:
+            return await our_mailbox(db, self.settings.address) is not None
 
     async def _resume(self, session: ImapSession) -> Place | None:
         """Return the saved place, waiting while the store is unavailable.

@@ -561,6 +561,37 @@ async def test_store_unavailable_leaves_message_untouched_until_retry(
     await assert_clean(mailgate, tmp_path, data)
 
 
+async def test_mail_for_an_address_not_ours_waits_on_the_server(
+    ours: Store, dovecot: Dovecot, account: Account, logs: Logs
+) -> None:
+    """Nothing is taken in, flagged or quarantined until the address is ours.
+
+    Once an organisation of ours owns the address, the poller takes the
+    message in without being restarted.
+    """
+    desk = "desk@elsewhere.example"
+    await append(dovecot, account, message(1))
+
+    async with polling(
+        ours, mailbox(dovecot, account, address=desk, after_store="seen")
+    ):
+        await eventually(logged(logs, "imap.address_not_ours"))
+        assert "\\Seen" not in (await flags(dovecot, account))[1]
+        assert await events(ours) == []
+        async with ours.reading() as db:
+            held = await db.execute_fetchall("SELECT id FROM quarantine")
+        assert list(held) == []
+
+        async with ours.transaction() as db:
+            await add_organisation(
+                db, "Desk", parent="Example", addresses=[desk]
+            )
+        await eventually(event_count(ours, 1))
+        await eventually(logged(logs, "imap.batch_stored"))
+
+    assert "\\Seen" in (await flags(dovecot, account))[1]
+
+
 async def test_same_message_by_smtp_and_imap_is_one_event(
     ours: Store, dovecot: Dovecot, account: Account, logs: Logs
 ) -> None:
