@@ -11,8 +11,10 @@ The parser runs with the compat32 policy changed in two ways:
 
 from __future__ import annotations
 
+import binascii
+import re
 from email.message import Message
-from email.parser import BytesParser
+from email.parser import BytesFeedParser, BytesParser
 from email.policy import Compat32
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -66,17 +68,35 @@ class _LeafMessage(_MessageBase):
         return declared
 
 
-_PARSER = BytesParser(_LeafMessage, policy=_RawHeaderPolicy())
+_POLICY = _RawHeaderPolicy()
+_PARSER = BytesParser(_LeafMessage, policy=_POLICY)
+
+# The parser is fed this much at a time. Given the whole message at once,
+# the stdlib decodes it into one string and splits all of it into lines
+# before it parses any: about 7.5 times the message at its peak, against
+# 2.5 times when fed in pieces.
+FEED_BYTES = 64 * 1024
 
 
 def parse_structure(raw: bytes, problems: list[str]) -> Part:
     """Parse octets into a tree of parts; never raises on bad MIME."""
     try:
-        return _PARSER.parsebytes(raw)
+        return _feed(raw)
     except RecursionError:
         # The feed parser recurses once per nesting level.
         problems.append("MIME nesting too deep; body kept unparsed")
         return _PARSER.parsebytes(raw, headersonly=True)
+
+
+def _feed(raw: bytes) -> Part:
+    """Parse octets, handing them to the feed parser piece by piece."""
+    parser = BytesFeedParser(_LeafMessage, policy=_POLICY)
+    view = memoryview(raw)
+    for start in range(0, len(raw), FEED_BYTES):
+        parser.feed(view[start : start + FEED_BYTES].tobytes())
+    parsed: Part = parser.close()
+
+    return parsed
 
 
 def subparts(part: Part) -> list[Part] | None:
@@ -177,6 +197,11 @@ def payload_octets(part: Part, problems: list[str]) -> bytes:
         if encoding not in _KNOWN_TRANSFER_ENCODINGS:
             problems.append(f"unknown transfer encoding {encoding!r}")
 
+        if encoding == "base64":
+            clean = _clean_base64(part)
+            if clean is not None:
+                return clean
+
     try:
         payload = part.get_payload(decode=True)
     except Exception:  # bad uuencode and the like
@@ -186,3 +211,32 @@ def payload_octets(part: Part, problems: list[str]) -> bytes:
         payload = part.get_payload(decode=True)
 
     return payload if isinstance(payload, bytes) else b""
+
+
+# A well-formed base64 body: its alphabet and line breaks, then at most
+# two padding characters at the end.
+_BASE64_TEXT = re.compile(r"[A-Za-z0-9+/\r\n]*(?:=[\r\n]*){0,2}")
+
+
+def _clean_base64(part: Part) -> bytes | None:
+    """Decode a well-formed base64 body; None for any other.
+
+    The stdlib turns the body into bytes, splits those into lines and
+    joins them again before decoding: three more copies, a problem for a
+    large attachment. binascii skips the line breaks itself. Anything
+    else (stray characters, bad padding) is left to the stdlib, which
+    repairs it and notes the defect.
+    """
+    try:
+        payload = part.get_payload()
+    except Exception:  # 8-bit octets under a charset the stdlib trips on
+        return None
+    if not isinstance(payload, str) or not _BASE64_TEXT.fullmatch(payload):
+        return None
+    breaks = payload.count("\r") + payload.count("\n")
+    if (len(payload) - breaks) % 4:
+        return None
+    try:
+        return binascii.a2b_base64(payload)
+    except binascii.Error:
+        return None

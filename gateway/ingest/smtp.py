@@ -120,6 +120,10 @@ class InboundHandler:
             mail_from = None
         raw = self._received(session, envelope) + content
         log = logger.bind(peer=_peer(session), size=len(content))
+        # Only raw is read from here on: dropping the listener's copy
+        # keeps a large message in memory once, not twice, while parsed.
+        envelope.original_content = envelope.content = None
+        del content
         try:
             outcome = await self.ingestor.ingest(
                 Delivery(

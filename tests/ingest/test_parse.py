@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 from datetime import UTC, datetime
+from email.parser import BytesParser
+from email.policy import compat32
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.addresses import normalize_address
+from gateway.ingest.mime import FEED_BYTES, parse_structure, payload_octets
 from gateway.ingest.parse import (
     ParsedMessage,
     UnparsableMessage,
@@ -918,3 +921,52 @@ def test_shared_case(case: dict[str, Any]) -> None:
     assert again.message_id == parsed.message_id
     for text in (parsed.title, parsed.text, parsed.message_id):
         text.encode("utf-8")
+
+
+@pytest.mark.parametrize("shift", [-2, -1, 0, 1])
+def test_a_line_break_across_feed_pieces_is_one_line_break(shift: int) -> None:
+    """Feeding the parser in pieces gives the tree that one piece gives.
+
+    The message is padded so that a CRLF, or a boundary line, falls on
+    the edge between two pieces.
+    """
+    header = b"From: ann@customer.example\r\nContent-Type: multipart/mixed;"
+    header += b' boundary="edge"\r\n\r\n'
+    first = b"--edge\r\nContent-Type: text/plain\r\n\r\n"
+    filler = b"x" * (FEED_BYTES - len(header) - len(first) + shift - 2)
+    raw = header + first + filler + b"\r\n--edge\r\n\r\nsecond\r\n--edge--\r\n"
+
+    pieces = parse_structure(raw, [])
+    whole = BytesParser(policy=compat32).parsebytes(raw)
+
+    assert pieces.as_bytes() == whole.as_bytes()
+    assert [len(p.get_payload()) for p in pieces.get_payload()] == [
+        len(filler),
+        len("second"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"QUJD\r\nREVG\r\n",
+        b"QUJDRA==\r\n",
+        b"QUJD=\r\n",
+        b"QQ==\r\nQQ==\r\n",
+        b"QUJ\r\n",
+        b"QU JD\r\n",
+        b"Q\r\n",
+    ],
+)
+def test_base64_bodies_decode_as_the_stdlib_decodes(body: bytes) -> None:
+    """Same octets and same defects as the stdlib, well-formed or not."""
+    raw = _raw(
+        b"From: ann@customer.example\r\nContent-Type: application/pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n",
+        body,
+    )
+    ours = parse_structure(raw, [])
+    stdlib = BytesParser(policy=compat32).parsebytes(raw)
+
+    assert payload_octets(ours, []) == stdlib.get_payload(decode=True)
+    assert [type(d) for d in ours.defects] == [type(d) for d in stdlib.defects]
