@@ -2,10 +2,12 @@
 
 The store is built once (and kept for the next run) with bulk INSERTs
 straight into SQLite, in the schema mailgate creates: states, senders,
-tickets, assignees and recipients spread as a busy office's would be.
-Each worklist of a few persons and ``event list`` filtered by state,
-ticket and contact are then timed, many times each; p50 and p99 are
-reported. The target is absolute (p99 under 20 ms), as the issue sets it.
+tickets, assignees and recipients spread as a busy office's would be; the
+schema's triggers fill open_delivery from those INSERTs as they do from
+mailgate's own writes. Each worklist of a few persons and ``event list``
+filtered by state, ticket and contact are then timed, many times each; p50
+and p99 are reported. The target is absolute (p99 under 20 ms), as the
+issue sets it.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ def build_store(data_dir: Path, events: int, seed: int) -> None:
     connection.execute("PRAGMA journal_mode = DELETE")
     connection.execute("PRAGMA synchronous = OFF")
     connection.execute("PRAGMA cache_size = -400000")
+    # The store's triggers (open_delivery) make SQLite keep a statement
+    # journal for each INSERT: in memory, not in a temporary file.
+    connection.execute("PRAGMA temp_store = MEMORY")
     connection.execute("BEGIN")
     _insert_contacts(connection)
     connection.executemany(

@@ -1,18 +1,13 @@
 """Worklists: what waits for one person, computed from the store each time.
 
 Each worklist is a query over the events' states and the person's part in
-them; nothing is copied, so a list is always current.
+them, so a list is always current. The one kept summary, open_delivery
+(received events without an assignee, per recipient), is written by the
+store's triggers in the same transaction as the change it follows.
 
 Limitation: mail that was sent but bounced for some recipient stays on
 failed-deliveries for good: no workflow step acknowledges a delivery
 failure yet (cancelling only ends mail that was never sent).
-
-Limitation: "to-deliver" (and "to-triage" for its unassigned part) reads
-every received event in the store to find the unassigned ones addressed
-to the person or their department, so its cost grows with the whole
-backlog of received mail, about 25 ms for 20,000 received events on a
-2-core machine. An index cannot join the recipient and the state; a
-per-recipient table of open events, kept by the workflow, would.
 """
 
 from __future__ import annotations
@@ -82,19 +77,33 @@ _MINE = (
 )
 
 # Received events with no assignee wait for their internal recipients: the
-# person addressed, or every member of the department addressed.
-_ADDRESSED = """
-    (NOT EXISTS (SELECT 1 FROM event_assignee a WHERE a.event_id = e.id)
-     AND EXISTS (
-        SELECT 1 FROM event_recipient r
-        WHERE r.event_id = e.id AND r.contact_id IN (
-            WITH RECURSIVE up(id, parent_id) AS (
-                SELECT id, parent_id FROM contact WHERE id = :me
-                UNION ALL
-                SELECT c.id, c.parent_id FROM contact c
-                JOIN up ON c.id = up.parent_id
-            )
-            SELECT id FROM up)))
+# person addressed, or every member of the department addressed. The
+# store keeps them per recipient contact in open_delivery (its triggers
+# follow every state, recipient and assignee change), so a list reads only
+# the rows of the person and of the organisations above them.
+_OPEN_TO_ME = """
+    SELECT event_id FROM open_delivery WHERE contact_id IN (
+        WITH RECURSIVE up(id, parent_id) AS (
+            SELECT id, parent_id FROM contact WHERE id = :me
+            UNION ALL
+            SELECT c.id, c.parent_id FROM contact c
+            JOIN up ON c.id = up.parent_id
+        )
+        SELECT id FROM up)
+"""
+
+_ADDRESSED = f"e.id IN ({_OPEN_TO_ME})"
+
+# Received events assigned to the person, or open and addressed to them.
+# The received ones are picked in the event_state index, so that the
+# person's many older assignments are not each read from the event table.
+_TO_DELIVER = f"""
+    e.id IN (
+        SELECT a.event_id FROM event_assignee a
+        JOIN event received
+            ON received.state = 'received' AND received.id = a.event_id
+        WHERE a.contact_id = :me
+        UNION {_OPEN_TO_ME})
 """
 
 # Outgoing mail the outbox gave up on, or that a recipient's server
@@ -128,7 +137,7 @@ WORKLISTS: tuple[tuple[str, str, str, bool], ...] = (
     (
         "to-deliver",
         "Received events to deliver",
-        f"e.state = 'received' AND ({_ASSIGNED} OR {_ADDRESSED})",
+        _TO_DELIVER,
         False,
     ),
     (FAILED_DELIVERIES, "Mail that could not be delivered", _FAILED, False),

@@ -256,6 +256,137 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX event_author ON event(author_id, state, id);
     """,
+    # 6: worklists: received events nobody is assigned to, per recipient.
+    """
+    -- One row per recipient contact of each event that is received and
+    -- has no assignee: what "to-deliver" reads instead of every received
+    -- event. The triggers below keep it exact whatever writes the rows:
+    -- each one recomputes the rows of the events a change touched.
+    CREATE TABLE open_delivery (
+        contact_id INTEGER NOT NULL,
+        event_id INTEGER NOT NULL,
+        PRIMARY KEY (contact_id, event_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX open_delivery_event ON open_delivery(event_id);
+
+    INSERT INTO open_delivery (contact_id, event_id)
+        SELECT DISTINCT r.contact_id, r.event_id
+        FROM event e JOIN event_recipient r ON r.event_id = e.id
+        WHERE e.state = 'received'
+        AND NOT EXISTS (
+            SELECT 1 FROM event_assignee a WHERE a.event_id = e.id);
+
+    -- Not guarded by the new state: INSERT OR REPLACE may overwrite an
+    -- open event without firing the delete trigger.
+    CREATE TRIGGER open_delivery_event_added AFTER INSERT ON event
+    BEGIN
+        DELETE FROM open_delivery WHERE event_id = NEW.id;
+        INSERT INTO open_delivery (contact_id, event_id)
+            SELECT DISTINCT r.contact_id, r.event_id
+            FROM event_recipient r
+            WHERE r.event_id = NEW.id AND NEW.state = 'received'
+            AND NOT EXISTS (
+                SELECT 1 FROM event_assignee a WHERE a.event_id = NEW.id);
+    END;
+
+    CREATE TRIGGER open_delivery_event_changed
+    AFTER UPDATE OF id, state ON event
+    WHEN OLD.id != NEW.id OR OLD.state IS NOT NEW.state
+    BEGIN
+        DELETE FROM open_delivery WHERE event_id IN (OLD.id, NEW.id);
+        INSERT INTO open_delivery (contact_id, event_id)
+            SELECT DISTINCT r.contact_id, r.event_id
+            FROM event_recipient r
+            WHERE r.event_id = NEW.id AND NEW.state = 'received'
+            AND NOT EXISTS (
+                SELECT 1 FROM event_assignee a WHERE a.event_id = NEW.id);
+    END;
+
+    CREATE TRIGGER open_delivery_event_removed AFTER DELETE ON event
+    BEGIN
+        DELETE FROM open_delivery WHERE event_id = OLD.id;
+    END;
+
+    -- Only a received event has rows, so a change to another event's
+    -- recipients has nothing to recompute.
+    CREATE TRIGGER open_delivery_recipient_added
+    AFTER INSERT ON event_recipient
+    WHEN (SELECT state FROM event WHERE id = NEW.event_id) = 'received'
+    BEGIN
+        DELETE FROM open_delivery WHERE event_id = NEW.event_id;
+        INSERT INTO open_delivery (contact_id, event_id)
+            SELECT DISTINCT r.contact_id, r.event_id
+            FROM event_recipient r
+            WHERE r.event_id = NEW.event_id
+            AND NOT EXISTS (
+                SELECT 1 FROM event_assignee a
+                WHERE a.event_id = NEW.event_id);
+    END;
+
+    CREATE TRIGGER open_delivery_recipient_changed
+    AFTER UPDATE OF event_id, contact_id ON event_recipient
+    WHEN OLD.event_id != NEW.event_id OR OLD.contact_id != NEW.contact_id
+    BEGIN
+        DELETE FROM open_delivery
+            WHERE event_id IN (OLD.event_id, NEW.event_id);
+        INSERT INTO open_delivery (contact_id, event_id)
+            SELECT DISTINCT r.contact_id, r.event_id
+            FROM event_recipient r JOIN event e ON e.id = r.event_id
+            WHERE r.event_id IN (OLD.event_id, NEW.event_id)
+            AND e.state = 'received'
+            AND NOT EXISTS (
+                SELECT 1 FROM event_assignee a
+                WHERE a.event_id = r.event_id);
+    END;
+
+    CREATE TRIGGER open_delivery_recipient_removed
+    AFTER DELETE ON event_recipient
+    WHEN (SELECT state FROM event WHERE id = OLD.event_id) = 'received'
+    BEGIN
+        DELETE FROM open_delivery WHERE event_id = OLD.event_id;
+        INSERT INTO open_delivery (contact_id, event_id)
+            SELECT DISTINCT r.contact_id, r.event_id
+            FROM event_recipient r
+            WHERE r.event_id = OLD.event_id
+            AND NOT EXISTS (
+                SELECT 1 FROM event_assignee a
+                WHERE a.event_id = OLD.event_id);
+    END;
+
+    -- The first assignee closes an event; removing the last reopens it.
+    CREATE TRIGGER open_delivery_assignee_added
+    AFTER INSERT ON event_assignee
+    BEGIN
+        DELETE FROM open_delivery WHERE event_id = NEW.event_id;
+    END;
+
+    CREATE TRIGGER open_delivery_assignee_changed
+    AFTER UPDATE OF event_id ON event_assignee
+    WHEN OLD.event_id != NEW.event_id
+    BEGIN
+        DELETE FROM open_delivery WHERE event_id = NEW.event_id;
+        INSERT INTO open_delivery (contact_id, event_id)
+            SELECT DISTINCT r.contact_id, r.event_id
+            FROM event_recipient r JOIN event e ON e.id = r.event_id
+            WHERE r.event_id = OLD.event_id AND e.state = 'received'
+            AND NOT EXISTS (
+                SELECT 1 FROM event_assignee a
+                WHERE a.event_id = OLD.event_id);
+    END;
+
+    CREATE TRIGGER open_delivery_assignee_removed
+    AFTER DELETE ON event_assignee
+    WHEN (SELECT state FROM event WHERE id = OLD.event_id) = 'received'
+    AND NOT EXISTS (
+        SELECT 1 FROM event_assignee a WHERE a.event_id = OLD.event_id)
+    BEGIN
+        DELETE FROM open_delivery WHERE event_id = OLD.event_id;
+        INSERT INTO open_delivery (contact_id, event_id)
+            SELECT DISTINCT r.contact_id, r.event_id
+            FROM event_recipient r
+            WHERE r.event_id = OLD.event_id;
+    END;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
