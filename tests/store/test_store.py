@@ -40,6 +40,7 @@ TABLES = {
     "event_assignee",
     "attachment",
     "history",
+    "open_delivery",
 }
 
 
