@@ -7,6 +7,8 @@ nothing when the step is refused.
 
 from __future__ import annotations
 
+import functools
+
 import aiosqlite
 
 from gateway.crm import history
@@ -94,10 +96,28 @@ async def transition(
     Nothing changes when it is refused.
     """
     event = await get_event(db, event_id)
+    await take_step(db, event, name, actor, comment)
+
+    return await get_event(db, event_id)
+
+
+async def take_step(
+    db: aiosqlite.Connection,
+    event: Event,
+    name: str,
+    actor: Contact | None,
+    comment: str = "",
+) -> str:
+    """Take one workflow step on an event already read; return its state.
+
+    For callers that hold the event and need not read it back. Raises
+    TransitionRefused when the step is not allowed, or when the event's
+    state is no longer the one it was read with; nothing changes then.
+    """
     state = await _decide(db, event, name, actor)
     await _move(db, event, name, state, actor, comment)
 
-    return await get_event(db, event_id)
+    return state
 
 
 async def assign(
@@ -236,9 +256,20 @@ async def _decide(
 ) -> str:
     roles = await roles_of(db, event, actor)
 
-    return event_workflow.next_state(
-        event.state, name, roles, mail=event.is_mail
-    )
+    return _next_state(event.state, name, roles, event.is_mail)
+
+
+@functools.lru_cache(maxsize=512)
+def _next_state(
+    state: str, name: str, roles: frozenset[Role], mail: bool
+) -> str:
+    """Return the workflow's answer, which depends on its arguments only.
+
+    Kept because the workflow builds a state machine for each answer, a
+    cost the outbox paid for every message it sent. A refusal raises and
+    is not kept.
+    """
+    return event_workflow.next_state(state, name, roles, mail=mail)
 
 
 async def _move(

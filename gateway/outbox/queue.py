@@ -24,7 +24,8 @@ import aiosqlite
 from gateway.addresses import address_key
 from gateway.clock import as_text, now
 from gateway.crm.events import Event, get_event, new_message_id
-from gateway.crm.steps import transition
+from gateway.crm.listing import load_events
+from gateway.crm.steps import take_step
 
 QUEUED = "queued"
 DEFERRED = "deferred"
@@ -134,36 +135,37 @@ async def claim(
         query + " ORDER BY e.id LIMIT :limit", parameters
     ) as cursor:
         rows = [(int(r[0]), r[1]) for r in await cursor.fetchall()]
+    if not rows:
+        return []
 
     expires = as_text(moment + timedelta(seconds=lease_seconds))
-    claims = []
-    for event_id, previous_owner in rows:
-        await db.execute(
-            "INSERT INTO outbox (event_id, lease_owner, lease_expires_at) "
-            "VALUES (?, ?, ?) ON CONFLICT (event_id) DO UPDATE SET "
-            "lease_owner = excluded.lease_owner, "
-            "lease_expires_at = excluded.lease_expires_at",
-            (event_id, owner, expires),
-        )
-        event = await _with_message_id(db, event_id)
-        assert event.message_id is not None
-        await db.execute(
-            "UPDATE event_recipient SET delivery_status = ? "
-            "WHERE event_id = ? AND delivery_status IS NULL",
-            (QUEUED, event_id),
-        )
-        pending = await pending_recipients(db, event_id)
-        claims.append(
-            Claim(
-                event_id,
-                event.message_id,
-                previous_owner,
-                event=event,
-                pending=tuple(pending),
-            )
-        )
+    await db.executemany(
+        "INSERT INTO outbox (event_id, lease_owner, lease_expires_at) "
+        "VALUES (?, ?, ?) ON CONFLICT (event_id) DO UPDATE SET "
+        "lease_owner = excluded.lease_owner, "
+        "lease_expires_at = excluded.lease_expires_at",
+        [(event_id, owner, expires) for event_id, _ in rows],
+    )
+    # Each table read once for the whole batch, not once per event.
+    events = await _with_message_ids(db, [event_id for event_id, _ in rows])
+    marks = ", ".join("?" for _ in rows)
+    await db.execute(
+        "UPDATE event_recipient SET delivery_status = ? "
+        f"WHERE event_id IN ({marks}) AND delivery_status IS NULL",
+        [QUEUED, *events],
+    )
+    pending = await _pending_of(db, list(events))
 
-    return claims
+    return [
+        Claim(
+            event_id,
+            events[event_id].message_id or "",
+            previous_owner,
+            event=events[event_id],
+            pending=tuple(pending[event_id]),
+        )
+        for event_id, previous_owner in rows
+    ]
 
 
 async def renew(
@@ -228,6 +230,24 @@ async def pending_recipients(
     return list(dict.fromkeys(addresses))
 
 
+async def _pending_of(
+    db: aiosqlite.Connection, event_ids: list[int]
+) -> dict[int, list[str]]:
+    """Return the addresses still to send to of each event, in order."""
+    marks = ", ".join("?" for _ in event_ids)
+    found: dict[int, dict[str, None]] = {i: {} for i in event_ids}
+    async with db.execute(
+        "SELECT event_id, address FROM event_recipient "
+        f"WHERE event_id IN ({marks}) AND delivery_status IN (?, ?) "
+        "ORDER BY event_id, position",
+        [*event_ids, QUEUED, DEFERRED],
+    ) as cursor:
+        for row in await cursor.fetchall():
+            found[int(row[0])][str(row[1])] = None
+
+    return {event_id: list(addresses) for event_id, addresses in found.items()}
+
+
 async def record(
     db: aiosqlite.Connection,
     event_id: int,
@@ -237,6 +257,7 @@ async def record(
     *,
     max_attempts: int,
     retry_delay: Callable[[int], float],
+    event: Event | None = None,
 ) -> Attempt:
     """Record one attempt's outcome and release the lease.
 
@@ -244,7 +265,9 @@ async def record(
     the gateway, with the smart host's reply in its history) if any
     recipient took it, else it fails for good. Recipients still deferred
     after ``max_attempts`` count as bounced. Returns LOST, recording
-    nothing, when owner no longer holds the event.
+    nothing, when owner no longer holds the event. ``event`` is the event
+    as claimed, spared a new read; TransitionRefused when its state has
+    changed since (a manager cancelled it while it was being sent).
     """
     async with db.execute(
         "SELECT attempts, lease_owner FROM outbox WHERE event_id = ?",
@@ -284,7 +307,7 @@ async def record(
         )
 
     statuses = await _statuses(db, event_id)
-    outcome = await _outcome(db, event_id, statuses, reply, attempts)
+    outcome = await _outcome(db, event_id, statuses, reply, attempts, event)
     if outcome.result == DEFERRED:
         moment = now() + timedelta(seconds=retry_delay(attempts))
         outcome = Attempt(DEFERRED, attempts, next_attempt_at=as_text(moment))
@@ -328,14 +351,17 @@ async def _outcome(
     statuses: list[tuple[str, str, str]],
     reply: str,
     attempts: int,
+    event: Event | None,
 ) -> Attempt:
     """Decide the event's fate from its recipients' statuses."""
     if any(status in (QUEUED, DEFERRED) for _, status, _ in statuses):
         return Attempt(DEFERRED, attempts)
 
     if any(status == SENT for _, status, _ in statuses):
-        await transition(
-            db, event_id, "send", None, f"accepted by the smart host: {reply}"
+        if event is None:
+            event = await get_event(db, event_id)
+        await take_step(
+            db, event, "send", None, f"accepted by the smart host: {reply}"
         )
         return Attempt(SENT, attempts)
 
@@ -357,23 +383,32 @@ async def _statuses(
         return [(r[0], r[1], r[2]) for r in await cursor.fetchall()]
 
 
-async def _with_message_id(db: aiosqlite.Connection, event_id: int) -> Event:
-    """Return the event, giving it a Message-ID if it has none.
+async def _with_message_ids(
+    db: aiosqlite.Connection, event_ids: list[int]
+) -> dict[int, Event]:
+    """Return the events by id, giving those without one a Message-ID.
 
-    The key that recognises the message when a copy of it comes back in
+    The key that recognises each message when a copy of it comes back in
     (the gateway was among its recipients) is recorded too.
     """
-    event = await get_event(db, event_id)
-    message_id = event.message_id
-    if message_id is None:
-        message_id = new_message_id(event.sender.address)
-        await db.execute(
-            "UPDATE event SET message_id = ? WHERE id = ?",
-            (message_id, event_id),
+    events = {}
+    keys = []
+    for event in await load_events(db, event_ids):
+        message_id = event.message_id
+        if message_id is None:
+            message_id = new_message_id(event.sender.address)
+            await db.execute(
+                "UPDATE event SET message_id = ? WHERE id = ?",
+                (message_id, event.id),
+            )
+            event = replace(event, message_id=message_id)
+        keys.append(
+            (f"{address_key(event.sender.address)} {message_id}", event.id)
         )
-    await db.execute(
+        events[event.id] = event
+    await db.executemany(
         "INSERT OR IGNORE INTO message_key (key, event_id) VALUES (?, ?)",
-        (f"{address_key(event.sender.address)} {message_id}", event_id),
+        keys,
     )
 
-    return replace(event, message_id=message_id)
+    return events

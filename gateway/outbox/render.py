@@ -4,7 +4,9 @@ The header is built with the standard library's ``email`` package under
 the SMTP policy with lines of up to 998 octets (RFC 5322 2.1.1). With the
 default 78, Python writes a long In-Reply-To or References, which it
 takes for unstructured text, as RFC 2047 encoded-words (cpython#100991),
-and the receiver no longer finds the Message-ID it names.
+and the receiver no longer finds the Message-ID it names. Plain fields
+and text bodies, most mail, are written by ``gateway.outbox.plain``
+instead, to the same octets at a fraction of the cost.
 
 A message our staff submitted keeps its own body and MIME fields as they
 came (a signed body stays valid); the fields the event decides (From,
@@ -34,6 +36,7 @@ import aiosqlite
 from gateway.addresses import domain_of
 from gateway.crm.events import AttachmentInfo, Event, Party, get_event
 from gateway.crm.tickets import get_ticket
+from gateway.outbox import plain
 from gateway.outbox.verp import return_path
 from gateway.store.blobs import BlobStore
 
@@ -183,32 +186,18 @@ def compose(
     utf8 = not all(p.address.rpartition("@")[0].isascii() for p in parties)
     policy = UTF8_POLICY if utf8 else POLICY
 
-    head = EmailMessage(policy=policy)
-    head["From"] = _mailbox(event.sender, utf8)
-    for kind, name in (("to", "To"), ("cc", "Cc")):
-        shown = [_mailbox(p, utf8) for p in event.recipients if p.kind == kind]
-        if shown:
-            head[name] = shown
-    if "To" not in head and "Cc" not in head:
-        # RFC 5322 A.1.3: only hidden recipients; an empty group says so.
-        head["To"] = "undisclosed-recipients:;"
-    head["Subject"] = subject_of(event.title, tag)
-    head["Date"] = datetime.fromisoformat(event.start_date)
-    if event.message_id:
-        head["Message-ID"] = event.message_id
-    if threading.in_reply_to:
-        head["In-Reply-To"] = " ".join(threading.in_reply_to)
-    if threading.references:
-        head["References"] = " ".join(threading.references)
-    if event.automatic or event.author_id is None:
-        # RFC 3834 5: written by the gateway itself, not by a person.
-        head["Auto-Submitted"] = "auto-generated"
+    head = _head_fields(event, threading, tag, utf8)
+    block = None if utf8 else plain.header_block(head)
+    if block is None:
+        block = _header_block(head, policy)
 
+    if source is None and not attachments and event.content_html is None:
+        source = plain.text_entity(event.content)
     if source is None:
         source = _body_of(event, attachments, policy)
     fields, body = _split(source)
     kept = b"".join(f for f in _fields(fields) if _name(f) not in _REPLACED)
-    message = _header_block(head) + kept + b"\r\n" + body
+    message = block + kept + b"\r\n" + body
 
     domain = _wire_domain(bounce_domain or domain_of(event.sender.address))
     if rcpt_tos is None:
@@ -291,13 +280,40 @@ async def _references_of(
     return ()
 
 
-def _mailbox(party: Party, utf8: bool) -> Address:
-    """Return a party as a header address (no name if it is the address)."""
+def _head_fields(
+    event: Event, threading: Threading, tag: str | None, utf8: bool
+) -> list[tuple[str, plain.FieldValue]]:
+    """Return the header fields the event decides, in their order."""
+    head: list[tuple[str, plain.FieldValue]] = [
+        ("From", [_mailbox(event.sender, utf8)])
+    ]
+    for kind, name in (("to", "To"), ("cc", "Cc")):
+        shown = [_mailbox(p, utf8) for p in event.recipients if p.kind == kind]
+        if shown:
+            head.append((name, shown))
+    if len(head) == 1:
+        # RFC 5322 A.1.3: only hidden recipients; an empty group says so.
+        head.append(("To", plain.UNDISCLOSED))
+    head.append(("Subject", subject_of(event.title, tag)))
+    head.append(("Date", datetime.fromisoformat(event.start_date)))
+    if event.message_id:
+        head.append(("Message-ID", event.message_id))
+    if threading.in_reply_to:
+        head.append(("In-Reply-To", " ".join(threading.in_reply_to)))
+    if threading.references:
+        head.append(("References", " ".join(threading.references)))
+    if event.automatic or event.author_id is None:
+        # RFC 3834 5: written by the gateway itself, not by a person.
+        head.append(("Auto-Submitted", "auto-generated"))
+
+    return head
+
+
+def _mailbox(party: Party, utf8: bool) -> plain.Mailbox:
+    """Return a party as a header mailbox (no name if it is the address)."""
     name = party.name if party.name != party.address else ""
 
-    return Address(
-        display_name=name, addr_spec=_wire_address(party.address, utf8)
-    )
+    return name, _wire_address(party.address, utf8)
 
 
 def _wire_address(address: str, utf8: bool) -> str:
@@ -348,8 +364,21 @@ def _body_of(
     return body.as_bytes()
 
 
-def _header_block(head: EmailMessage) -> bytes:
-    """Return the header fields of a message without body, CRLF-ended."""
+def _header_block(
+    fields: Sequence[tuple[str, plain.FieldValue]],
+    policy: email.policy.EmailPolicy[EmailMessage],
+) -> bytes:
+    """Return header fields written by the email package, CRLF-ended."""
+    head = EmailMessage(policy=policy)
+    for name, value in fields:
+        if isinstance(value, list):
+            head[name] = [
+                Address(display_name=shown, addr_spec=address)
+                for shown, address in value
+            ]
+        else:
+            head[name] = value
+
     return head.as_bytes().removesuffix(b"\r\n\r\n") + b"\r\n"
 
 

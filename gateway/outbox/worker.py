@@ -1,20 +1,31 @@
 """The outbox worker: confirmed Mail Messages go to the smart host, once.
 
 Each batch claims the due events with a lease in one transaction, then
-sends them over one connection to the smart host, and commits each
-outcome as soon as the smart host has answered: ``sent`` with its reply,
-or the recipients deferred (4xx, no connection: retried later, waiting
-longer each time) or bounced (5xx: final). Only ``confirmed`` events are
+sends them over one connection to the smart host. What the smart host
+answered (``sent`` with its reply, or the recipients deferred: 4xx, no
+connection, retried later, waiting longer each time; or bounced: 5xx,
+final) is committed for several events together, one commit and fsync
+for all: when the batch ends, or before the next send once the oldest
+answer has waited ``RECORD_AFTER_SECONDS`` (less with a short lease).
+Each outcome is committed well before its lease runs out, so no other
+worker takes the event meanwhile. While the smart host handles one
+message, the next event's lease is checked and its message rendered,
+instead of waiting idle for the reply. Only ``confirmed`` events are
 ever claimed, so a planned one is never sent.
 
 Limitation: a worker that stops between the smart host's acceptance and
-the commit of ``sent`` (a crash, or a reply lost to a timeout) leaves the
-message to be sent again once its lease runs out, with the same
-Message-ID; that retry is logged as ``outbox.possible_duplicate``. Closing
-that window needs the smart host's cooperation, which SMTP does not give.
-Limitation: a manager who cancels an event while it is being sent does
-not stop that send; the event stays cancelled, and only its recipients'
-statuses tell that it went out.
+the commit of ``sent`` (a crash, a failed commit, or a reply lost to a
+timeout) leaves the message to be sent again once its lease runs out,
+with the same Message-ID; that retry is logged as
+``outbox.possible_duplicate``. Answers committed together widen that
+window from one message to those answered within the last
+``RECORD_AFTER_SECONDS``; a stop that lets the worker run its cleanup
+(shutdown, cancellation) still commits them. Closing the window needs
+the smart host's cooperation, which SMTP does not give.
+Limitation: a manager who cancels an event while it is being sent (or
+while the message before it is, once it is rendered) does not stop that
+send; the event stays cancelled, its outcome is not recorded and the
+batch ends as failed.
 """
 
 from __future__ import annotations
@@ -24,9 +35,11 @@ import contextlib
 import os
 import socket
 import ssl
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
+from typing import Any
 
 import aiosmtplib
 import structlog
@@ -34,8 +47,8 @@ from tenacity import RetryCallState, Retrying, wait_exponential, wait_random
 
 from gateway.crm.events import get_event
 from gateway.outbox import queue
+from gateway.outbox.exchange import describe, send_mail
 from gateway.outbox.queue import (
-    BOUNCED,
     DEFERRED,
     SENT,
     Attempt,
@@ -45,8 +58,13 @@ from gateway.outbox.queue import (
 from gateway.outbox.render import OutgoingMail, render_event
 from gateway.settings import OutboxSettings
 from gateway.store import Store
+from workflow import TransitionRefused
 
 logger = structlog.get_logger(__name__)
+
+# How long the smart host's answers may wait to be committed together:
+# short, for a crash in that window sends them again (see above).
+RECORD_AFTER_SECONDS = 0.5
 
 # Called at named moments of a send ("claimed", "answered", "committed")
 # with the event's id; tests use it to stop a worker at a precise point.
@@ -73,6 +91,17 @@ class BatchReport:
             self.failed += 1
 
 
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the smart host said to one claimed event, not yet committed."""
+
+    claim: Claim
+    results: list[RecipientResult]
+    reply: str
+    # When it was answered (time.monotonic).
+    at: float
+
+
 class Outbox:
     """Delivers the store's confirmed outgoing mail to the smart host."""
 
@@ -95,6 +124,10 @@ class Outbox:
             max=settings.retry_max_seconds,
         ) + wait_random(0, settings.retry_jitter_seconds)
         self._stopping = asyncio.Event()
+        # The lease must outlast the wait: committed at a quarter of it.
+        self._record_after = min(
+            RECORD_AFTER_SECONDS, settings.lease_seconds / 4
+        )
 
     def retry_delay(self, attempts: int) -> float:
         """Return the seconds to wait after ``attempts`` failed attempts."""
@@ -155,15 +188,32 @@ class Outbox:
                 )
 
         remaining = list(claims)
+        answers: list[Answer] = []
         client: aiosmtplib.SMTP | None = None
+        # The next event's lease check and rendering, run while the smart
+        # host handles the one before (this process is idle meanwhile).
+        ahead: asyncio.Task[Attempt | OutgoingMail] | None = None
         try:
             while remaining and not self._stopping.is_set():
+                if answers and self._record_due(answers[0]):
+                    await self._record(answers, report)
                 if client is None or not client.is_connected:
+                    # Prepared for a connection that is gone: done again.
+                    await _cancelled(ahead)
+                    ahead = None
                     client = await self._connect(remaining, report)
                     if client is None:
                         remaining = []
                         break
-                report.count(await self._deliver(client, remaining.pop(0)))
+                item = remaining.pop(0)
+                prepared = await (ahead or self._prepare(item))
+                ahead = None
+                if not isinstance(prepared, OutgoingMail):
+                    report.count(prepared)
+                    continue
+                if remaining and not self._stopping.is_set():
+                    ahead = asyncio.create_task(self._prepare(remaining[0]))
+                answers.append(await self._transmit(client, item, prepared))
         except BaseException:
             # Cancelled or failed mid-send: drop the connection at once (a
             # polite QUIT would wait for the answer still owed to us).
@@ -171,9 +221,16 @@ class Outbox:
                 client.close()
             raise
         finally:
-            if remaining:
-                await self._release(remaining)
-                report.released = len(remaining)
+            try:
+                # Prepared but not sent: its claim is released below.
+                await _cancelled(ahead)
+                # Even when cancelled: these were answered before the send
+                # that was interrupted, and would otherwise go out again.
+                await self._record(answers, report)
+            finally:
+                if remaining:
+                    await self._release(remaining)
+                    report.released = len(remaining)
 
         if client is not None and client.is_connected:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
@@ -189,12 +246,12 @@ class Outbox:
         try:
             await client.connect()
         except (aiosmtplib.SMTPException, OSError) as error:
-            reason = f"cannot reach the smart host: {_describe(error)}"
+            reason = f"cannot reach the smart host: {describe(error)}"
             logger.warning(
                 "outbox.smart_host_unreachable",
                 smart_host=self.settings.smart_host,
                 port=self.settings.server_port,
-                error=_describe(error),
+                error=describe(error),
             )
             for item in claims:
                 report.count(await self._defer(item, reason))
@@ -226,8 +283,12 @@ class Outbox:
             tls_context=context,
         )
 
-    async def _deliver(self, client: aiosmtplib.SMTP, item: Claim) -> Attempt:
-        """Send one claimed event and record what the smart host said."""
+    async def _prepare(self, item: Claim) -> Attempt | OutgoingMail:
+        """Check that the event is still held, and render its message.
+
+        An event no longer held, or that cannot be rendered, is not to be
+        sent: that attempt is returned instead, recorded already.
+        """
         log = logger.bind(event_id=item.event_id, message_id=item.message_id)
         lease = self.settings.lease_seconds
         try:
@@ -241,38 +302,88 @@ class Outbox:
                     log.info("outbox.not_held")
                     return Attempt(queue.LOST, 0)
                 event = item.event or await get_event(db, item.event_id)
-                pending = list(item.pending)
                 mail = await render_event(
                     db,
                     self.store.blobs,
                     event,
                     bounce_domain=self.settings.bounce_domain,
-                    rcpt_tos=pending,
+                    rcpt_tos=item.pending,
                 )
         except OSError as error:
-            log.error("outbox.render_failed", error=_describe(error))
+            log.error("outbox.render_failed", error=describe(error))
             return await self._defer(
-                item, f"cannot render the message: {_describe(error)}"
+                item, f"cannot render the message: {describe(error)}"
             )
         await self._reached("claimed", item.event_id)
 
-        results, reply = await _send(client, mail, pending)
+        return mail
+
+    async def _transmit(
+        self, client: aiosmtplib.SMTP, item: Claim, mail: OutgoingMail
+    ) -> Answer:
+        """Send one rendered message; return what the smart host said.
+
+        The answer is left for ``_record`` to commit.
+        """
+        results, reply = await send_mail(client, mail, item.pending)
+        answered = time.monotonic()
         await self._reached("answered", item.event_id)
 
-        async with self.store.transaction() as db:
-            attempt = await queue.record(
-                db,
-                item.event_id,
-                self.owner,
-                results,
-                reply,
-                max_attempts=self.settings.max_attempts,
-                retry_delay=self.retry_delay,
-            )
-        _log_attempt(log, attempt, reply)
-        await self._reached("committed", item.event_id)
+        return Answer(item, results, reply, answered)
 
-        return attempt
+    def _record_due(self, oldest: Answer) -> bool:
+        """Return whether the answers waiting must be committed now."""
+        return time.monotonic() - oldest.at >= self._record_after
+
+    async def _record(
+        self, answers: list[Answer], report: BatchReport
+    ) -> None:
+        """Commit the outcomes of answered sends together; empty the list.
+
+        Each outcome is kept apart in a savepoint: one that is refused
+        (the event was cancelled while it was being sent) is not recorded,
+        while the others are committed; its TransitionRefused is raised
+        afterwards, as a failed batch. Raises StoreUnavailable, recording
+        none of them, when the store cannot be written.
+        """
+        group = list(answers)
+        answers.clear()
+        if not group:
+            return
+
+        attempts: list[tuple[Answer, Attempt]] = []
+        refused: TransitionRefused | None = None
+        async with self.store.transaction() as db:
+            for answer in group:
+                await db.execute("SAVEPOINT outcome")
+                try:
+                    attempt = await queue.record(
+                        db,
+                        answer.claim.event_id,
+                        self.owner,
+                        answer.results,
+                        answer.reply,
+                        max_attempts=self.settings.max_attempts,
+                        retry_delay=self.retry_delay,
+                        event=answer.claim.event,
+                    )
+                except TransitionRefused as error:
+                    await db.execute("ROLLBACK TO outcome")
+                    refused = refused or error
+                else:
+                    attempts.append((answer, attempt))
+                await db.execute("RELEASE outcome")
+
+        for answer, attempt in attempts:
+            item = answer.claim
+            log = logger.bind(
+                event_id=item.event_id, message_id=item.message_id
+            )
+            _log_attempt(log, attempt, answer.reply)
+            report.count(attempt)
+            await self._reached("committed", item.event_id)
+        if refused is not None:
+            raise refused
 
     async def _renew(self, item: Claim) -> bool:
         """Extend the lease on a claimed event; False if no longer held."""
@@ -310,84 +421,11 @@ class Outbox:
             await self._checkpoint(moment, event_id)
 
 
-async def _send(
-    client: aiosmtplib.SMTP, mail: OutgoingMail, pending: list[str]
-) -> tuple[list[RecipientResult], str]:
-    """Run one mail transaction; return each recipient's result and reply.
-
-    ``pending`` holds the recipients as stored, in the order of the
-    envelope's (wire) addresses.
-    """
-    stored = dict(zip(mail.rcpt_tos, pending, strict=True))
-    try:
-        if not client.esmtp_extensions:
-            # Learn the extensions; sendmail falls back to HELO by itself.
-            with contextlib.suppress(aiosmtplib.SMTPHeloError):
-                await client.ehlo()
-        # RFC 6152: BODY=8BITMIME only to a server that offers it; one that
-        # does not would refuse the parameter for good.
-        options = [
-            option
-            for option in mail.mail_options
-            if option != "BODY=8BITMIME"
-            or client.supports_extension("8bitmime")
-        ]
-        refused, message = await client.sendmail(
-            mail.mail_from,
-            list(mail.rcpt_tos),
-            mail.message,
-            mail_options=options,
-        )
-    except aiosmtplib.SMTPRecipientsRefused as error:
-        results = [
-            RecipientResult(
-                stored.get(each.recipient, each.recipient),
-                _status(each.code),
-                f"{each.code} {each.message}",
-            )
-            for each in error.recipients
-        ]
-        return results, "every recipient refused"
-    except aiosmtplib.SMTPResponseException as error:
-        reply = f"{error.code} {error.message}"
-        status = _status(error.code)
-        return [RecipientResult(a, status, reply) for a in pending], reply
-    except (aiosmtplib.SMTPNotSupported, ValueError) as error:
-        # No smart host will take it as it is (SMTPUTF8, a bad address).
-        reply = f"not sendable: {_describe(error)}"
-        return [RecipientResult(a, BOUNCED, reply) for a in pending], reply
-    except (aiosmtplib.SMTPException, OSError) as error:
-        reply = f"connection failed: {_describe(error)}"
-        client.close()
-        return [RecipientResult(a, DEFERRED, reply) for a in pending], reply
-
-    reply = f"250 {message}"
-    results = []
-    for wire, address in stored.items():
-        if wire in refused:
-            answer = refused[wire]
-            results.append(
-                RecipientResult(
-                    address,
-                    _status(answer.code),
-                    f"{answer.code} {answer.message}",
-                )
-            )
-        else:
-            results.append(RecipientResult(address, SENT, reply))
-
-    return results, reply
-
-
-def _status(code: int) -> str:
-    """Return a recipient's status after a refusal (RFC 5321 4.2.1)."""
-    return BOUNCED if code >= 500 else DEFERRED
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error).strip()
-
-    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+async def _cancelled(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a task and wait for it to end, whatever its outcome."""
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _log_attempt(

@@ -116,6 +116,39 @@ async def test_killed_between_acceptance_and_commit_resends_same_id(
     assert [w["event"] for w in warnings] == ["outbox.possible_duplicate"]
 
 
+async def test_killed_mid_batch_keeps_what_was_answered_before(
+    store: Store, staff: Staff, outbound: Settings, smart_host: SmartHost
+) -> None:
+    """Answers not yet committed are committed on the way out."""
+    settings = _settings(outbound)
+    first_id = await confirmed_mail(store, staff, title="First")
+    second_id = await confirmed_mail(store, staff, title="Second")
+    reached = asyncio.Event()
+
+    async def checkpoint(name: str, event_id: int) -> None:
+        if (name, event_id) == ("answered", second_id):
+            reached.set()
+            await asyncio.Event().wait()
+
+    first = Outbox(
+        store, settings.outbox, owner="worker-1", checkpoint=checkpoint
+    )
+
+    task = asyncio.create_task(first.run_batch())
+    await reached.wait()
+    await _kill(task)
+    async with store.reading() as db:
+        assert (await get_event(db, first_id)).state == "sent"
+    warnings = await _take_over(store, settings, second_id)
+
+    subjects = [
+        message_from_bytes(copy.content, policy=policy.default)["Subject"]
+        for copy in smart_host.handler.received
+    ]
+    assert subjects == ["First", "Second", "Second"]
+    assert [w["event_id"] for w in warnings] == [second_id]
+
+
 async def test_killed_after_sent_was_committed_sends_nothing_again(
     store: Store, staff: Staff, outbound: Settings, smart_host: SmartHost
 ) -> None:

@@ -7,16 +7,21 @@ import socket
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
+import pytest
+
 from gateway.crm.contacts import find_by_address
 from gateway.crm.events import get_event, history_of, list_events
+from gateway.crm.steps import transition
 from gateway.crm.worklists import worklists_for
 from gateway.ingest.smtp import Listener
+from gateway.outbox import worker
 from gateway.outbox.queue import entry_of
 from gateway.outbox.submission import SubmissionListener
-from gateway.outbox.worker import Outbox
+from gateway.outbox.worker import BatchReport, Outbox
 from gateway.server import Daemon
 from gateway.settings import Settings
 from gateway.store import Store
+from workflow import TransitionRefused
 
 from .conftest import (
     Cli,
@@ -339,6 +344,92 @@ async def test_a_batch_uses_one_connection(
     assert report.sent == 3
     assert len(smart_host.handler.received) == 3
     assert smart_host.handler.sessions == 1
+
+
+async def test_a_batch_commits_its_answers_together(
+    store: Store,
+    staff: Staff,
+    outbound: Settings,
+    smart_host: SmartHost,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Answers in time: one commit after the last one, all sent."""
+    # However slow this machine, the answers stay within the wait.
+    monkeypatch.setattr(worker, "RECORD_AFTER_SECONDS", 5.0)
+    ids = [
+        await confirmed_mail(store, staff, title=f"Mail {n}") for n in range(3)
+    ]
+    moments: list[tuple[str, int]] = []
+
+    async def note(moment: str, event_id: int) -> None:
+        moments.append((moment, event_id))
+
+    outbox = Outbox(store, outbound.outbox, owner="worker-1", checkpoint=note)
+    report = await outbox.run_batch()
+
+    assert report.sent == 3
+    assert [m for m in moments if m[0] != "claimed"] == [
+        *(("answered", event_id) for event_id in ids),
+        *(("committed", event_id) for event_id in ids),
+    ]
+    for event_id in ids:
+        assert await _state(store, event_id) == "sent"
+
+
+async def test_answers_wait_for_their_commit_a_quarter_lease_at_most(
+    store: Store, staff: Staff, outbound: Settings, smart_host: SmartHost
+) -> None:
+    """With a short lease, an answer is committed before the next send."""
+    ids = [
+        await confirmed_mail(store, staff, title=f"Mail {n}") for n in range(2)
+    ]
+    settings = outbound.outbox.model_copy(update={"lease_seconds": 0.4})
+    moments: list[tuple[str, int]] = []
+
+    async def slow(moment: str, event_id: int) -> None:
+        moments.append((moment, event_id))
+        if moment == "answered":
+            await asyncio.sleep(0.15)
+
+    outbox = Outbox(store, settings, owner="worker-1", checkpoint=slow)
+    report = await outbox.run_batch()
+
+    assert report.sent == 2
+    assert [m for m in moments if m[0] != "claimed"] == [
+        ("answered", ids[0]),
+        ("committed", ids[0]),
+        ("answered", ids[1]),
+        ("committed", ids[1]),
+    ]
+
+
+async def test_an_event_cancelled_while_sent_leaves_the_others_recorded(
+    store: Store, staff: Staff, outbound: Settings, smart_host: SmartHost
+) -> None:
+    """Its outcome is refused, the batch fails, the others end sent."""
+    ids = [
+        await confirmed_mail(store, staff, title=f"Mail {n}") for n in range(3)
+    ]
+
+    async def cancel_last(moment: str, event_id: int) -> None:
+        if (moment, event_id) == ("answered", ids[-1]):
+            async with store.transaction() as db:
+                manager = await find_by_address(db, staff.manager)
+                await transition(db, event_id, "cancel", manager)
+
+    outbox = Outbox(
+        store, outbound.outbox, owner="worker-1", checkpoint=cancel_last
+    )
+    with pytest.raises(TransitionRefused):
+        await outbox.run_batch()
+
+    assert len(smart_host.handler.received) == 3
+    assert [await _state(store, event_id) for event_id in ids] == [
+        "sent",
+        "sent",
+        "cancelled",
+    ]
+    assert await outbox.run_batch() == BatchReport()
 
 
 async def test_two_workers_never_send_the_same_event(
