@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -368,6 +368,28 @@ async def get_event(db: aiosqlite.Connection, event_id: int) -> Event:
             for r in await cursor.fetchall()
         )
     sender = await get_contact(db, row["sender_id"])
+
+    return event_from_row(
+        row,
+        Party(sender.id, sender.email or "", sender.name, "from"),
+        recipients,
+        assignees,
+        attachments,
+    )
+
+
+def event_from_row(
+    row: aiosqlite.Row,
+    sender: Party,
+    recipients: tuple[Party, ...],
+    assignees: tuple[int, ...],
+    attachments: tuple[AttachmentInfo, ...],
+) -> Event:
+    """Build an event from its row and the rows that belong to it.
+
+    The sender is the contact; the address and name the message itself
+    gave, kept in the details, are preferred.
+    """
     details = json.loads(row["details"])
 
     return Event(
@@ -377,11 +399,10 @@ async def get_event(db: aiosqlite.Connection, event_id: int) -> Event:
         title=row["title"],
         content=row["content"],
         content_html=row["content_html"],
-        sender=Party(
-            sender.id,
-            details.get("sender_address") or sender.email or "",
-            details.get("sender_name") or sender.name,
-            "from",
+        sender=replace(
+            sender,
+            address=details.get("sender_address") or sender.address,
+            name=details.get("sender_name") or sender.name,
         ),
         recipients=recipients,
         direction=row["direction"],

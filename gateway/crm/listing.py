@@ -7,13 +7,12 @@ table is read once for the whole page, with the ids in one ``IN`` list.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 
 import aiosqlite
 
-from gateway.crm.events import AttachmentInfo, Event, Party
+from gateway.crm.events import AttachmentInfo, Event, Party, event_from_row
 
 
 async def load_events(
@@ -104,41 +103,13 @@ def _event(
     attachments: tuple[AttachmentInfo, ...],
 ) -> Event:
     """Build an event from its row, as ``get_event`` does."""
-    details = json.loads(row["details"])
-    name, address = senders[int(row["sender_id"])]
+    sender_id = int(row["sender_id"])
+    name, address = senders[sender_id]
 
-    return Event(
-        id=row["id"],
-        type=row["type"],
-        nature=row["nature"],
-        title=row["title"],
-        content=row["content"],
-        content_html=row["content_html"],
-        sender=Party(
-            row["sender_id"],
-            details.get("sender_address") or address,
-            details.get("sender_name") or name,
-            "from",
-        ),
-        recipients=recipients,
-        direction=row["direction"],
-        causality_id=row["causality_id"],
-        ticket_id=row["ticket_id"],
-        department_id=row["department_id"],
-        start_date=row["start_date"],
-        author_id=row["author_id"],
-        assignee_ids=assignees,
-        state=row["state"],
-        message_id=row["message_id"],
-        in_reply_to=tuple(json.loads(row["in_reply_to"])),
-        references=tuple(json.loads(row["references"])),
-        raw_sha256=row["raw_sha256"],
-        thread_reason=(
-            json.loads(row["thread_reason"]) if row["thread_reason"] else None
-        ),
-        automatic=bool(row["automatic"]),
-        details=details,
-        created_at=row["created_at"],
-        attachments=attachments,
-        triage=json.loads(row["triage"]) if row["triage"] else None,
+    return event_from_row(
+        row,
+        Party(sender_id, address, name, "from"),
+        recipients,
+        assignees,
+        attachments,
     )
