@@ -60,6 +60,10 @@ class BlobStore:
         They join the group being gathered, made durable together with
         the blobs that other callers ask for meanwhile. Raises OSError
         when the disk refuses any of them.
+
+        Limitation: one group is written at a time, so a blob asked for
+        while a large one (a 25 MB attachment) is being written waits
+        for that whole group; splitting groups by size is deferred.
         """
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[str]] = []
@@ -70,7 +74,12 @@ class BlobStore:
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
 
-        return list(await asyncio.gather(*futures))
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+        return [result for result in results if isinstance(result, str)]
 
     def put_now(self, data: bytes) -> str:
         """Store data durably, blocking; return its digest."""
