@@ -285,6 +285,10 @@ class Poller:
         the batch after it (already being stored) is neither acted upon
         nor passed: whatever of it was committed is fetched again later
         and recognised. Raises what ``_finish`` raises.
+
+        Limitation: two batches are held in memory at once, twice what
+        fetching one at a time held; a batch is counted in messages, not
+        octets, so a folder of large messages wants a small batch_size.
         """
         size = self.settings.batch_size
         in_flight: _Batch | None = None
