@@ -8,6 +8,10 @@ delete), and only after that does its place move past the message. A
 crash in between leaves the message where it was; the next run fetches it
 again, the ingest path recognises it, and the action is done then.
 
+The next batch is fetched, and starts on its way into the store, while
+the one before it is being committed: batches are still acted upon and
+passed one after another, in UID order, each only once it is committed.
+
 Between rounds it waits in IDLE (RFC 2177) when the server offers it, else
 for the configured poll interval. A lost connection is re-opened with a
 doubling wait; the loss is logged once, each failed retry once.
@@ -78,6 +82,22 @@ class _Unfetchable(Exception):
 
 class _NotOurs(Exception):
     """The mailbox's address belongs to no organisation of ours."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A fetched batch on its way into the store."""
+
+    # The UIDs it may pass: up to the first message it could not fetch.
+    taken: list[int]
+    # Those of them being stored (the others vanished meanwhile).
+    fetched: set[int]
+    # Why the batch stops before its end, if it does.
+    failure: Exception | None
+    # The outcome of each message stored, in UID order.
+    storing: asyncio.Future[list[Outcome | BaseException]]
+    # The turn that the next batch's first message waits for.
+    last_turn: Turn | None
 
 
 class Poller:
@@ -251,30 +271,57 @@ class Poller:
             uids = await session.uids_after(place.last_uid)
             if not uids:
                 break
-            size = self.settings.batch_size
-            for start in range(0, len(uids), size):
-                place = await self._take(
-                    session, place, uids[start : start + size]
-                )
-                if self._stopping.is_set():
-                    break
+            place = await self._take_all(session, place, uids)
 
         return place
 
-    async def _take(
+    async def _take_all(
         self, session: ImapSession, place: Place, uids: Sequence[int]
     ) -> Place:
-        """Store one batch, act on it, then move the place past it.
+        """Store batches, fetching each while the one before it is stored.
 
-        The fetched messages are ingested concurrently, so that their
-        commits are grouped; each is acted upon, and passed, only if it
-        and every message before it in the batch is committed. Raises
-        StoreUnavailable or _Unfetchable once the messages before the one
-        that failed are acted upon and passed.
+        A batch is acted upon and passed only after the one before it,
+        and only once its own messages are committed. When one fails,
+        the batch after it (already being stored) is neither acted upon
+        nor passed: whatever of it was committed is fetched again later
+        and recognised. Raises what ``_finish`` raises.
 
-        Limitation: a message that the server lists but will not return
-        holds back the messages after it, retried with backoff and logged
-        as ``imap.fetch_failed``; skipping it would lose it silently.
+        Limitation: two batches are held in memory at once, twice what
+        fetching one at a time held; a batch is counted in messages, not
+        octets, so a folder of large messages wants a small batch_size.
+        """
+        size = self.settings.batch_size
+        in_flight: _Batch | None = None
+        try:
+            for start in range(0, len(uids), size):
+                batch = await self._fetch_batch(
+                    session,
+                    uids[start : start + size],
+                    after=None if in_flight is None else in_flight.last_turn,
+                )
+                done, in_flight = in_flight, batch
+                if done is not None:
+                    place = await self._finish(session, place, done)
+                if self._stopping.is_set() or batch.failure is not None:
+                    break
+            done, in_flight = in_flight, None
+            if done is not None:
+                place = await self._finish(session, place, done)
+        except BaseException:
+            if in_flight is not None:
+                in_flight.storing.cancel()
+                await asyncio.gather(in_flight.storing, return_exceptions=True)
+            raise
+
+        return place
+
+    async def _fetch_batch(
+        self, session: ImapSession, uids: Sequence[int], after: Turn | None
+    ) -> _Batch:
+        """Fetch one batch and start storing it, after the turn given.
+
+        Only the messages before the first one that the server lists but
+        would not give us are stored; that failure is kept in the batch.
         """
         fetched = {item.uid: item for item in await session.fetch(uids)}
         missing = [uid for uid in uids if uid not in fetched]
@@ -285,9 +332,9 @@ class Poller:
                 uids=sorted(set(missing) - set(still_there)),
             )
 
-        # The messages before the first one the server would not give us
-        # are stored together, so that their commits share an fsync; in
-        # turns, so that they are recorded in the order of their UIDs.
+        # Stored together, their commits share an fsync; in turns, so
+        # that they are recorded in the order of their UIDs, after the
+        # batch before them.
         taken: list[int] = []
         failure: Exception | None = None
         for uid in uids:
@@ -300,26 +347,54 @@ class Poller:
         to_store = [uid for uid in taken if uid in fetched]
         turns: list[Turn] = []
         for _ in to_store:
-            turns.append(Turn(turns[-1] if turns else None))
-        results = await asyncio.gather(
-            *(
-                self._store(fetched[uid], turn)
-                for uid, turn in zip(to_store, turns, strict=True)
-            ),
-            return_exceptions=True,
+            turns.append(Turn(turns[-1] if turns else after))
+        storing = asyncio.ensure_future(
+            asyncio.gather(
+                *(
+                    self._store(fetched[uid], turn)
+                    for uid, turn in zip(to_store, turns, strict=True)
+                ),
+                return_exceptions=True,
+            )
         )
-        outcomes = dict(zip(to_store, results, strict=True))
 
+        return _Batch(
+            taken=taken,
+            fetched=set(to_store),
+            failure=failure,
+            storing=storing,
+            last_turn=turns[-1] if turns else after,
+        )
+
+    async def _finish(
+        self, session: ImapSession, place: Place, batch: _Batch
+    ) -> Place:
+        """Wait for a batch to be stored, act on it, then move the place.
+
+        Each message is acted upon, and passed, only if it and every
+        message before it in the batch is committed. Raises
+        StoreUnavailable or _Unfetchable once the messages before the one
+        that failed are acted upon and passed.
+
+        Limitation: a message that the server lists but will not return
+        holds back the messages after it, retried with backoff and logged
+        as ``imap.fetch_failed``; skipping it would lose it silently.
+        """
+        results = await batch.storing
+        stored_uids = [uid for uid in batch.taken if uid in batch.fetched]
+        outcomes = dict(zip(stored_uids, results, strict=True))
+
+        failure = batch.failure
         stored: list[int] = []
         passed = place.last_uid
-        for uid in taken:
+        for uid in batch.taken:
             result = outcomes.get(uid)
             if isinstance(result, StoreUnavailable):
                 failure = result
                 break
             if isinstance(result, BaseException):
                 raise result
-            if uid in fetched:
+            if uid in batch.fetched:
                 stored.append(uid)
             passed = uid
 

@@ -209,24 +209,27 @@ class Ingestor:
     async def _keep_attachments(
         self, parsed: ParsedMessage, dry_run: bool
     ) -> list[AttachmentInfo]:
-        kept = []
-        for attachment in parsed.attachments:
-            if dry_run:
-                digest = hashlib.sha256(attachment.data).hexdigest()
-            else:
-                digest = await self.store.blobs.put(attachment.data)
-            kept.append(
-                AttachmentInfo(
-                    filename=attachment.filename,
-                    content_type=attachment.content_type,
-                    size=attachment.size,
-                    sha256=digest,
-                    content_id=attachment.content_id,
-                    inline=attachment.inline,
-                )
-            )
+        contents = [attachment.data for attachment in parsed.attachments]
+        if dry_run:
+            digests = [hashlib.sha256(data).hexdigest() for data in contents]
+        elif contents:
+            digests = await self.store.blobs.put_many(contents)
+        else:
+            digests = []
 
-        return kept
+        return [
+            AttachmentInfo(
+                filename=attachment.filename,
+                content_type=attachment.content_type,
+                size=attachment.size,
+                sha256=digest,
+                content_id=attachment.content_id,
+                inline=attachment.inline,
+            )
+            for attachment, digest in zip(
+                parsed.attachments, digests, strict=True
+            )
+        ]
 
     async def _quarantine(
         self,

@@ -1,4 +1,12 @@
-"""Content-addressed files: raw messages and attachments, kept by SHA-256."""
+"""Content-addressed files: raw messages and attachments, kept by SHA-256.
+
+Blobs asked for at the same time (an IMAP batch, concurrent SMTP
+sessions) are made durable together: each written and fsynced, side by
+side on a pool of threads so that the file system's journal commits them
+at once, then renamed into place; then one fsync per directory. A blob is
+returned to its caller only once its file and the directory entry naming
+it are on disk.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +14,23 @@ import asyncio
 import hashlib
 import os
 import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
+
+# fsyncs run side by side share the journal's commits; beyond some tens
+# at once the disk gains nothing more.
+FSYNC_WORKERS = 16
+
+
+@dataclass(slots=True)
+class _Pending:
+    data: bytes
+    future: asyncio.Future[str]
 
 
 class BlobStore:
@@ -14,6 +38,9 @@ class BlobStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._queue: list[_Pending] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self._syncers: ThreadPoolExecutor | None = None
 
     def path_of(self, digest: str) -> Path:
         """Return where the blob with this hex digest lives."""
@@ -25,33 +52,160 @@ class BlobStore:
         Storing the same content twice keeps one file. Raises OSError when
         the disk refuses.
         """
-        return await asyncio.to_thread(self.put_now, data)
+        return (await self.put_many([data]))[0]
+
+    async def put_many(self, items: Sequence[bytes]) -> list[str]:
+        """Store several blobs durably; return their digests, in order.
+
+        They join the group being gathered, made durable together with
+        the blobs that other callers ask for meanwhile. Raises OSError
+        when the disk refuses any of them.
+
+        Limitation: one group is written at a time, so a blob asked for
+        while a large one (a 25 MB attachment) is being written waits
+        for that whole group; splitting groups by size is deferred.
+        """
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[str]] = []
+        for data in items:
+            future: asyncio.Future[str] = loop.create_future()
+            self._queue.append(_Pending(data, future))
+            futures.append(future)
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.create_task(self._drain())
+
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+        return [result for result in results if isinstance(result, str)]
 
     def put_now(self, data: bytes) -> str:
         """Store data durably, blocking; return its digest."""
-        digest = hashlib.sha256(data).hexdigest()
-        target = self.path_of(digest)
-        if target.exists():
-            return digest
+        result = self._put_group([data])[0]
+        if isinstance(result, OSError):
+            raise result
 
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".in-")
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, target)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        _fsync_directory(target.parent)
-
-        return digest
+        return result
 
     def read(self, digest: str) -> bytes:
         """Return the content of a blob; raises FileNotFoundError."""
         return self.path_of(digest).read_bytes()
+
+    def close(self) -> None:
+        """Let the fsync threads end; a later put starts them again."""
+        syncers, self._syncers = self._syncers, None
+        if syncers is not None:
+            syncers.shutdown(wait=False)
+
+    async def _drain(self) -> None:
+        """Make the queued blobs durable, group by group, until none."""
+        while self._queue:
+            group, self._queue = self._queue, []
+            try:
+                results = await asyncio.to_thread(
+                    self._put_group, [pending.data for pending in group]
+                )
+                for pending, result in zip(group, results, strict=True):
+                    if pending.future.done():
+                        continue
+                    if isinstance(result, OSError):
+                        pending.future.set_exception(result)
+                    else:
+                        pending.future.set_result(result)
+            except Exception as error:  # a fault of ours: tell each caller
+                for pending in group:
+                    if not pending.future.done():
+                        pending.future.set_exception(error)
+            finally:
+                for pending in group:
+                    pending.future.cancel()
+
+    def _put_group(self, items: Sequence[bytes]) -> list[str | OSError]:
+        """Store blobs durably, blocking; a digest or an error for each."""
+        digests = [hashlib.sha256(data).hexdigest() for data in items]
+        errors: dict[str, OSError] = {}
+
+        new = [
+            (digest, data)
+            for digest, data in dict(zip(digests, items, strict=True)).items()
+            if not self.path_of(digest).exists()
+        ]
+        written = self._each(lambda item: self._write(*item), new)
+        for (digest, _), error in zip(new, written, strict=True):
+            if error is not None:
+                errors[digest] = error
+
+        # A blob found already there may have just been renamed by another
+        # writer, its directory not yet synced: sync it for this caller.
+        directories = sorted(
+            {
+                self.path_of(digest).parent
+                for digest in digests
+                if digest not in errors
+            }
+        )
+        synced = self._each(_fsync_directory, directories)
+        for directory, error in zip(directories, synced, strict=True):
+            if error is None:
+                continue
+            for digest in digests:
+                if self.path_of(digest).parent == directory:
+                    errors.setdefault(digest, error)
+
+        return [errors.get(digest, digest) for digest in digests]
+
+    def _write(self, digest: str, data: bytes) -> None:
+        """Write data to its file through a synced temporary one.
+
+        The directory entry is not synced: the caller does that once for
+        every blob of a directory.
+        """
+        target = self.path_of(digest)
+        try:
+            handle, temporary = tempfile.mkstemp(
+                dir=target.parent, prefix=".in-"
+            )
+        except FileNotFoundError:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            handle, temporary = tempfile.mkstemp(
+                dir=target.parent, prefix=".in-"
+            )
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(handle, view) :]
+                os.fsync(handle)
+            finally:
+                os.close(handle)
+            os.replace(temporary, target)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+
+    def _each(
+        self, work: Callable[[T], None], items: Iterable[T]
+    ) -> list[OSError | None]:
+        """Run blocking work on every item side by side; the errors."""
+
+        def attempt(item: T) -> OSError | None:
+            try:
+                work(item)
+            except OSError as error:
+                return error
+            return None
+
+        listed = list(items)
+        if len(listed) <= 1:
+            return [attempt(item) for item in listed]
+        if self._syncers is None:
+            self._syncers = ThreadPoolExecutor(
+                FSYNC_WORKERS, thread_name_prefix="mailgate-fsync"
+            )
+
+        return list(self._syncers.map(attempt, listed))
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -90,9 +90,10 @@ class Store:
         return cls(data_dir, writer, reader, settings.busy_timeout_ms)
 
     async def close(self) -> None:
-        """Close both connections."""
+        """Close both connections and let the blob fsync threads end."""
         await self._reader.close()
         await self._writer.close()
+        self.blobs.close()
 
     async def set_read_only(self, read_only: bool) -> None:
         """Refuse (or allow again) every write through this store.

@@ -32,7 +32,7 @@ from pydantic import ValidationError
 from structlog.testing import capture_logs
 
 from gateway.crm.contacts import add_organisation
-from gateway.ingest import imap_session
+from gateway.ingest import imap, imap_session
 from gateway.ingest.imap import Poller
 from gateway.ingest.imap_state import Place, read_place
 from gateway.ingest.pipeline import Delivery, Ingestor
@@ -558,6 +558,126 @@ async def test_store_unavailable_leaves_message_untouched_until_retry(
         await eventually(logged(logs, "imap.batch_stored"))
 
     assert "\\Seen" in (await flags(dovecot, account))[1]
+    await assert_clean(mailgate, tmp_path, data)
+
+
+def record_steps(
+    monkeypatch: pytest.MonkeyPatch, steps: list[tuple[str, int]]
+) -> None:
+    """Log each fetch, \\Seen flag and saved place, by UID, in order."""
+    fetch = imap_session.ImapSession.fetch
+    flag_seen = imap_session.ImapSession.flag_seen
+    save_place = imap.save_place
+
+    async def fetching(self: Any, uids: Any) -> Any:
+        steps.extend(("fetch", uid) for uid in uids)
+        return await fetch(self, uids)
+
+    async def flagging(self: Any, uids: Any) -> None:
+        await flag_seen(self, uids)
+        steps.extend(("seen", uid) for uid in uids)
+
+    async def saving(store: Store, name: str, server: str, at: Place) -> None:
+        await save_place(store, name, server, at)
+        steps.append(("place", at.last_uid))
+
+    monkeypatch.setattr(imap_session.ImapSession, "fetch", fetching)
+    monkeypatch.setattr(imap_session.ImapSession, "flag_seen", flagging)
+    monkeypatch.setattr(imap, "save_place", saving)
+
+
+async def test_next_batch_is_fetched_while_one_is_stored_in_order(
+    ours: Store,
+    dovecot: Dovecot,
+    account: Account,
+    logs: Logs,
+    monkeypatch: pytest.MonkeyPatch,
+    mailgate: Any,
+    tmp_path: Path,
+) -> None:
+    """Batch two is fetched before batch one is flagged; yet each message
+    is flagged only after its commit, the place moves only past flagged
+    messages, and the events are in UID order."""
+    steps: list[tuple[str, int]] = []
+    record_steps(monkeypatch, steps)
+
+    async def committed(uid: int, outcome: Any) -> None:
+        steps.append(("committed", uid))
+
+    data = mailbox(dovecot, account, after_store="seen", batch_size=2)
+    uids = await append(dovecot, account, *(message(n) for n in range(6)))
+
+    async with polling(ours, data, after_commit=committed):
+        await eventually(logged(logs, "imap.batch_stored", 3))
+
+    assert steps.index(("fetch", uids[2])) < steps.index(("seen", uids[0]))
+    for uid in uids:
+        assert steps.index(("committed", uid)) < steps.index(("seen", uid))
+    for position, (step, passed) in enumerate(steps):
+        if step == "place":
+            flagged = {uid for name, uid in steps[:position] if name == "seen"}
+            assert {uid for uid in uids if uid <= passed} <= flagged
+    assert [passed for step, passed in steps if step == "place"] == [
+        uids[1],
+        uids[3],
+        uids[5],
+    ]
+    assert await events(ours) == [
+        f"<question-{n}@customer.example>" for n in range(6)
+    ]
+    await assert_clean(mailgate, tmp_path, data)
+
+
+async def test_failure_in_a_batch_leaves_the_next_one_unflagged(
+    ours: Store,
+    dovecot: Dovecot,
+    account: Account,
+    logs: Logs,
+    monkeypatch: pytest.MonkeyPatch,
+    mailgate: Any,
+    tmp_path: Path,
+) -> None:
+    """The store refuses a message of batch one: the batch being stored
+    behind it is neither flagged nor passed; the retry stores every
+    message once and flags it."""
+    steps: list[tuple[str, int]] = []
+    record_steps(monkeypatch, steps)
+    ingest = Ingestor.ingest
+    failures = iter([StoreUnavailable("disk full")])
+
+    async def flaky(self: Ingestor, delivery: Delivery, **options: Any) -> Any:
+        if b"question-1@" in delivery.raw:
+            for failure in failures:
+                turn = options.get("turn")
+                if turn is not None:
+                    turn.give_up()
+                raise failure
+        return await ingest(self, delivery, **options)
+
+    monkeypatch.setattr(Ingestor, "ingest", flaky)
+    data = mailbox(dovecot, account, after_store="seen", batch_size=2)
+    uids = await append(dovecot, account, *(message(n) for n in range(4)))
+
+    async with polling(ours, data):
+        await eventually(logged(logs, "imap.store_unavailable"))
+        failed_at = len(steps)
+        await eventually(logged(logs, "imap.batch_stored", 2))
+
+    first_round = steps[:failed_at]
+    assert ("seen", uids[0]) in first_round
+    assert ("place", uids[0]) in first_round
+    assert ("fetch", uids[2]) in first_round
+    for uid in uids[1:]:
+        assert ("seen", uid) not in first_round
+    assert [step for step in first_round if step[0] == "place"] == [
+        ("place", uids[0])
+    ]
+    assert sorted(await events(ours)) == [
+        f"<question-{n}@customer.example>" for n in range(4)
+    ]
+    assert await last_uid(ours) == uids[3]
+    inbox = await flags(dovecot, account)
+    assert all("\\Seen" in inbox[uid] for uid in uids)
     await assert_clean(mailgate, tmp_path, data)
 
 
