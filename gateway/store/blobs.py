@@ -19,17 +19,18 @@ class BlobStore:
         """Return where the blob with this hex digest lives."""
         return self.root / digest[:2] / digest[2:]
 
-    async def put(self, data: bytes) -> str:
+    async def put(self, *pieces: bytes) -> str:
         """Store data durably (written and fsynced) and return its digest.
 
-        Storing the same content twice keeps one file. Raises OSError when
-        the disk refuses.
+        The content is the pieces one after another, never joined in
+        memory. Storing the same content twice keeps one file. Raises
+        OSError when the disk refuses.
         """
-        return await asyncio.to_thread(self.put_now, data)
+        return await asyncio.to_thread(self.put_now, *pieces)
 
-    def put_now(self, data: bytes) -> str:
+    def put_now(self, *pieces: bytes) -> str:
         """Store data durably, blocking; return its digest."""
-        digest = hashlib.sha256(data).hexdigest()
+        digest = sha256_of(*pieces)
         target = self.path_of(digest)
         if target.exists():
             return digest
@@ -38,7 +39,8 @@ class BlobStore:
         handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".in-")
         try:
             with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
+                for piece in pieces:
+                    stream.write(piece)
                 stream.flush()
                 os.fsync(stream.fileno())
             os.replace(temporary, target)
@@ -52,6 +54,15 @@ class BlobStore:
     def read(self, digest: str) -> bytes:
         """Return the content of a blob; raises FileNotFoundError."""
         return self.path_of(digest).read_bytes()
+
+
+def sha256_of(*pieces: bytes) -> str:
+    """Return the hex SHA-256 of the pieces one after another."""
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+
+    return digest.hexdigest()
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -947,6 +947,28 @@ def test_a_line_break_across_feed_pieces_is_one_line_break(shift: int) -> None:
 
 
 @pytest.mark.parametrize(
+    "raw",
+    [
+        _mail("From: ann@customer.example", "Subject: Hello"),
+        _mail("Subject: no identifier", body=b"Hello.\r\n" * 5000),
+        b"\r\n \t\r\n",
+        b"",
+    ],
+)
+def test_trace_given_apart_parses_as_the_joined_message(raw: bytes) -> None:
+    """A trace field given apart reads as one written before the octets."""
+    trace = b"Received: from client.example.org\r\n\tby gate; id 1\r\n"
+
+    def outcome(message: bytes, **options: bytes) -> object:
+        try:
+            return parse_message(message, **options)
+        except UnparsableMessage as error:
+            return str(error)
+
+    assert outcome(raw, trace=trace) == outcome(trace + raw)
+
+
+@pytest.mark.parametrize(
     "body",
     [
         b"QUJD\r\nREVG\r\n",
