@@ -149,7 +149,7 @@ def _message_id(
 
         problems.append(f"Message-ID unusable: {value.strip()!r}")
 
-    return synthetic_message_id(trace + raw), True
+    return synthetic_message_id(trace, raw), True
 
 
 def _addresses(
