@@ -213,6 +213,10 @@ def payload_octets(part: Part, problems: list[str]) -> bytes:
             clean = _clean_base64(part)
             if clean is not None:
                 return clean
+        if encoding == "quoted-printable":
+            decoded = _ascii_quoted_printable(part)
+            if decoded is not None:
+                return decoded
 
     try:
         payload = part.get_payload(decode=True)
@@ -223,6 +227,22 @@ def payload_octets(part: Part, problems: list[str]) -> bytes:
         payload = part.get_payload(decode=True)
 
     return payload if isinstance(payload, bytes) else b""
+
+
+def _ascii_quoted_printable(part: Part) -> bytes | None:
+    """Decode a quoted-printable body of ASCII text; None for any other.
+
+    binascii reads the text as it is; the stdlib first turns it into
+    bytes, one more copy of a large body, and decodes those the same.
+    """
+    try:
+        payload = part.get_payload()
+    except Exception:  # 8-bit octets under a charset the stdlib trips on
+        return None
+    if not isinstance(payload, str) or not payload.isascii():
+        return None
+
+    return binascii.a2b_qp(payload)
 
 
 # A well-formed base64 body: its alphabet and line breaks, then at most
