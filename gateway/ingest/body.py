@@ -226,6 +226,7 @@ def _keep_attachment(part: Part, walk: _Walk, name: str | None = None) -> None:
 def _rendering(part: Part, declared: str, problems: list[str]) -> _Rendering:
     data = payload_octets(part, problems)
     decoded = decode_octets(data, param(part, "charset", problems))
+    del data  # a large body is held as text from here on, not twice
     if decoded.problem:
         problems.append(f"{declared} body: {decoded.problem}")
 

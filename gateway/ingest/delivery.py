@@ -13,7 +13,12 @@ QUARANTINED = "quarantined"
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One inbound message as it reached us, before it is understood."""
+    """One inbound message as it reached us, before it is understood.
+
+    The message is ``trace`` then ``raw``: the trace fields we add (our
+    Received field) are kept apart so that a large message is never
+    copied only to put a line before it.
+    """
 
     raw: bytes
     # Our mailboxes it was delivered to (envelope recipients, IMAP box).
@@ -21,6 +26,7 @@ class Delivery:
     source: str = "file"
     mail_from: str | None = None
     peer: str | None = None
+    trace: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

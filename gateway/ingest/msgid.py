@@ -8,7 +8,9 @@ and the comments around the tokens are dropped.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
+from collections.abc import Iterator, Sequence
 
 SYNTHETIC_DOMAIN = "mailgate.invalid"
 
@@ -101,14 +103,35 @@ def message_id_token(value: str) -> str | None:
     return None
 
 
-def synthetic_message_id(raw: bytes) -> str:
+def synthetic_message_id(*pieces: bytes) -> str:
     """Return a stable substitute Message-ID for a message that has none.
 
     It is the SHA-256 of the header block without trace fields, plus the
     body, with line endings made LF and trailing newlines dropped: the
     same message delivered twice, by different paths, gets the same id.
+    The message is the pieces one after another; only its header block
+    is ever held whole.
     """
-    text = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return _synthetic_message_id(pieces, CHUNK_BYTES)
+
+
+# The octets are read this much at a time, so that a large body is
+# hashed without copies of it.
+CHUNK_BYTES = 64 * 1024
+
+
+def _synthetic_message_id(pieces: Sequence[bytes], size: int) -> str:
+    """Return the substitute id, reading the octets size at a time."""
+    chunks = _lf_chunks(pieces, size)
+    head = bytearray()
+    for chunk in chunks:
+        window = len(head) - 1
+        head += chunk
+        if head.find(b"\n\n", max(window, 0)) >= 0 and _header_known(head):
+            break
+
+    text = bytes(head)
+    del head
     if text.startswith(b"From "):
         # An mbox envelope line, added by the local delivery agent.
         text = text.partition(b"\n")[2]
@@ -125,9 +148,49 @@ def synthetic_message_id(raw: bytes) -> str:
         digest.update(b"\n")
 
     digest.update(b"\n")
-    digest.update(body.rstrip(b"\n"))
+    # The rest of the body, without its trailing newlines: a run of them
+    # is hashed only once more text follows it.
+    held = 0
+    for part in itertools.chain((body,), chunks):
+        core = part.rstrip(b"\n")
+        if core:
+            digest.update(b"\n" * held)
+            digest.update(core)
+            held = 0
+        held += len(part) - len(core)
 
     return f"<{digest.hexdigest()}@{SYNTHETIC_DOMAIN}>"
+
+
+def _header_known(head: bytearray) -> bool:
+    """Return whether head holds the whole header block (and more)."""
+    if len(head) < len(b"From "):
+        return False
+
+    start = 0
+    if head.startswith(b"From "):
+        start = head.find(b"\n") + 1
+        if start == 0:
+            return False
+
+    return head.find(b"\n\n", start) >= 0
+
+
+def _lf_chunks(pieces: Sequence[bytes], size: int) -> Iterator[bytes]:
+    """Yield the octets in chunks of about size, line endings made LF."""
+    carry = b""
+    for piece in pieces:
+        view = memoryview(piece)
+        for start in range(0, len(piece), size):
+            chunk = carry + view[start : start + size].tobytes()
+            carry = b""
+            # A CR at the end may be the first half of a CRLF.
+            if chunk.endswith(b"\r"):
+                chunk, carry = chunk[:-1], b"\r"
+            yield chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+    if carry:
+        yield b"\n"
 
 
 def _header_fields(header_block: bytes) -> list[bytes]:

@@ -53,17 +53,19 @@ class UnparsableMessage(Exception):
     """Octets from which no message can be read at all."""
 
 
-def parse_message(raw: bytes) -> ParsedMessage:
+def parse_message(raw: bytes, *, trace: bytes = b"") -> ParsedMessage:
     """Parse one inbound message from its raw octets.
 
-    Raises UnparsableMessage when the octets hold no header fields, or
-    neither a From field nor any body or attachment.
+    The message is trace then raw: trace fields we add are given apart,
+    as a Delivery keeps them. Raises UnparsableMessage when the octets
+    hold no header fields, or neither a From field nor any body or
+    attachment.
     """
-    if not raw.strip():
+    if _blank(trace) and _blank(raw):
         raise UnparsableMessage("empty message")
 
     problems: list[str] = []
-    message = parse_structure(raw, problems)
+    message = parse_structure(raw, problems, trace=trace)
     fields = FieldReader(message.raw_items(), problems)
     if not fields:
         raise UnparsableMessage("no header fields")
@@ -74,7 +76,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     if not fields.has("from") and not has_content:
         raise UnparsableMessage("no From field and no content")
 
-    message_id, synthetic = _message_id(fields, raw, problems)
+    message_id, synthetic = _message_id(fields, trace, raw, problems)
     title = fields.text("subject") or ""
     date = parse_date(fields.first("date"))
     if date.value is not None and date.problem:
@@ -125,12 +127,17 @@ def parse_message(raw: bytes) -> ParsedMessage:
     )
 
 
+def _blank(octets: bytes) -> bool:
+    """Return whether octets are only ASCII white space, without a copy."""
+    return not octets or octets.isspace()
+
+
 def _has_content(text: str, html: str | None) -> bool:
     return bool(text.strip()) or bool(html and html.strip())
 
 
 def _message_id(
-    fields: FieldReader, raw: bytes, problems: list[str]
+    fields: FieldReader, trace: bytes, raw: bytes, problems: list[str]
 ) -> tuple[str, bool]:
     value = fields.first("message-id")
     if value is not None:
@@ -142,7 +149,7 @@ def _message_id(
 
         problems.append(f"Message-ID unusable: {value.strip()!r}")
 
-    return synthetic_message_id(raw), True
+    return synthetic_message_id(trace, raw), True
 
 
 def _addresses(

@@ -32,6 +32,7 @@ from gateway.ingest.parse import UnparsableMessage, parse_message
 from gateway.ingest.parsed import ParsedMessage
 from gateway.ingest.record import NotUnderstood, record_message
 from gateway.store import Store, StoreUnavailable
+from gateway.store.blobs import sha256_of
 
 __all__ = [
     "ACCEPTED",
@@ -54,12 +55,14 @@ logger = structlog.get_logger(__name__)
 PARSE_INLINE_BYTES = 64 * 1024
 
 
-async def _parse(raw: bytes) -> ParsedMessage:
+async def _parse(delivery: Delivery) -> ParsedMessage:
     """Parse a message, on the loop if small, else in a thread."""
-    if len(raw) <= PARSE_INLINE_BYTES:
-        return parse_message(raw)
+    if len(delivery.raw) <= PARSE_INLINE_BYTES:
+        return parse_message(delivery.raw, trace=delivery.trace)
 
-    return await asyncio.to_thread(parse_message, raw)
+    return await asyncio.to_thread(
+        parse_message, delivery.raw, trace=delivery.trace
+    )
 
 
 class Turn:
@@ -131,10 +134,10 @@ class Ingestor:
         log = logger.bind(
             source=delivery.source, mailboxes=list(delivery.mailboxes)
         )
-        raw_sha256 = await self._keep_raw(delivery.raw, dry_run)
+        raw_sha256 = await self._keep_raw(delivery, dry_run)
 
         try:
-            parsed = await _parse(delivery.raw)
+            parsed = await _parse(delivery)
         except UnparsableMessage as error:
             return await self._quarantine(
                 delivery, raw_sha256, f"unparsable: {error}", dry_run, log
@@ -196,12 +199,12 @@ class Ingestor:
 
         return outcome
 
-    async def _keep_raw(self, raw: bytes, dry_run: bool) -> str:
+    async def _keep_raw(self, delivery: Delivery, dry_run: bool) -> str:
         """Write the raw message to disk (unless dry); return its hash."""
         if dry_run:
-            return hashlib.sha256(raw).hexdigest()
+            return sha256_of(delivery.trace, delivery.raw)
         try:
-            return await self.store.blobs.put(raw)
+            return await self.store.blobs.put(delivery.trace, delivery.raw)
         except OSError as error:
             logger.warning("ingest.store_unavailable", error=str(error))
             raise StoreUnavailable(str(error)) from error

@@ -27,9 +27,13 @@ T = TypeVar("T")
 FSYNC_WORKERS = 16
 
 
+# One blob's content: pieces written one after another, never joined.
+Pieces = tuple[bytes, ...]
+
+
 @dataclass(slots=True)
 class _Pending:
-    data: bytes
+    pieces: Pieces
     future: asyncio.Future[str]
 
 
@@ -46,13 +50,14 @@ class BlobStore:
         """Return where the blob with this hex digest lives."""
         return self.root / digest[:2] / digest[2:]
 
-    async def put(self, data: bytes) -> str:
+    async def put(self, *pieces: bytes) -> str:
         """Store data durably (written and fsynced) and return its digest.
 
-        Storing the same content twice keeps one file. Raises OSError when
-        the disk refuses.
+        The content is the pieces one after another, never joined in
+        memory. Storing the same content twice keeps one file. Raises
+        OSError when the disk refuses.
         """
-        return (await self.put_many([data]))[0]
+        return (await self._gather([pieces]))[0]
 
     async def put_many(self, items: Sequence[bytes]) -> list[str]:
         """Store several blobs durably; return their digests, in order.
@@ -65,11 +70,15 @@ class BlobStore:
         while a large one (a 25 MB attachment) is being written waits
         for that whole group; splitting groups by size is deferred.
         """
+        return await self._gather([(data,) for data in items])
+
+    async def _gather(self, contents: Sequence[Pieces]) -> list[str]:
+        """Queue contents into the group being gathered; their digests."""
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[str]] = []
-        for data in items:
+        for pieces in contents:
             future: asyncio.Future[str] = loop.create_future()
-            self._queue.append(_Pending(data, future))
+            self._queue.append(_Pending(pieces, future))
             futures.append(future)
         if self._drainer is None or self._drainer.done():
             self._drainer = asyncio.create_task(self._drain())
@@ -81,9 +90,9 @@ class BlobStore:
 
         return [result for result in results if isinstance(result, str)]
 
-    def put_now(self, data: bytes) -> str:
+    def put_now(self, *pieces: bytes) -> str:
         """Store data durably, blocking; return its digest."""
-        result = self._put_group([data])[0]
+        result = self._put_group([pieces])[0]
         if isinstance(result, OSError):
             raise result
 
@@ -105,7 +114,7 @@ class BlobStore:
             group, self._queue = self._queue, []
             try:
                 results = await asyncio.to_thread(
-                    self._put_group, [pending.data for pending in group]
+                    self._put_group, [pending.pieces for pending in group]
                 )
                 for pending, result in zip(group, results, strict=True):
                     if pending.future.done():
@@ -122,14 +131,16 @@ class BlobStore:
                 for pending in group:
                     pending.future.cancel()
 
-    def _put_group(self, items: Sequence[bytes]) -> list[str | OSError]:
+    def _put_group(self, items: Sequence[Pieces]) -> list[str | OSError]:
         """Store blobs durably, blocking; a digest or an error for each."""
-        digests = [hashlib.sha256(data).hexdigest() for data in items]
+        digests = [sha256_of(*pieces) for pieces in items]
         errors: dict[str, OSError] = {}
 
         new = [
-            (digest, data)
-            for digest, data in dict(zip(digests, items, strict=True)).items()
+            (digest, pieces)
+            for digest, pieces in dict(
+                zip(digests, items, strict=True)
+            ).items()
             if not self.path_of(digest).exists()
         ]
         written = self._each(lambda item: self._write(*item), new)
@@ -156,7 +167,7 @@ class BlobStore:
 
         return [errors.get(digest, digest) for digest in digests]
 
-    def _write(self, digest: str, data: bytes) -> None:
+    def _write(self, digest: str, pieces: Pieces) -> None:
         """Write data to its file through a synced temporary one.
 
         The directory entry is not synced: the caller does that once for
@@ -174,9 +185,10 @@ class BlobStore:
             )
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(handle, view) :]
+                for piece in pieces:
+                    view = memoryview(piece)
+                    while view:
+                        view = view[os.write(handle, view) :]
                 os.fsync(handle)
             finally:
                 os.close(handle)
@@ -206,6 +218,15 @@ class BlobStore:
             )
 
         return list(self._syncers.map(attempt, listed))
+
+
+def sha256_of(*pieces: bytes) -> str:
+    """Return the hex SHA-256 of the pieces one after another."""
+    digest = hashlib.sha256()
+    for piece in pieces:
+        digest.update(piece)
+
+    return digest.hexdigest()
 
 
 def _fsync_directory(directory: Path) -> None:

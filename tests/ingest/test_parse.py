@@ -947,6 +947,28 @@ def test_a_line_break_across_feed_pieces_is_one_line_break(shift: int) -> None:
 
 
 @pytest.mark.parametrize(
+    "raw",
+    [
+        _mail("From: ann@customer.example", "Subject: Hello"),
+        _mail("Subject: no identifier", body=b"Hello.\r\n" * 5000),
+        b"\r\n \t\r\n",
+        b"",
+    ],
+)
+def test_trace_given_apart_parses_as_the_joined_message(raw: bytes) -> None:
+    """A trace field given apart reads as one written before the octets."""
+    trace = b"Received: from client.example.org\r\n\tby gate; id 1\r\n"
+
+    def outcome(message: bytes, **options: bytes) -> object:
+        try:
+            return parse_message(message, **options)
+        except UnparsableMessage as error:
+            return str(error)
+
+    assert outcome(raw, trace=trace) == outcome(trace + raw)
+
+
+@pytest.mark.parametrize(
     "body",
     [
         b"QUJD\r\nREVG\r\n",
@@ -970,3 +992,30 @@ def test_base64_bodies_decode_as_the_stdlib_decodes(body: bytes) -> None:
 
     assert payload_octets(ours, []) == stdlib.get_payload(decode=True)
     assert [type(d) for d in ours.defects] == [type(d) for d in stdlib.defects]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"caf=C3=A9 cr=e8me\r\n",
+        b"a soft=\r\nbreak and one at the end=\r\n",
+        b"trailing space  \r\ntab\t\r\n",
+        b"=ZZ =4 =\r\n",
+        b"8-bit \xe9t\xe9 =3D\r\n",
+        b"no line break at all",
+    ],
+)
+def test_quoted_printable_bodies_decode_as_the_stdlib_decodes(
+    body: bytes,
+) -> None:
+    """Same octets as the stdlib, with soft breaks, bad escapes, 8-bit."""
+    raw = _raw(
+        b"From: ann@customer.example\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Transfer-Encoding: quoted-printable\r\n",
+        body,
+    )
+    ours = parse_structure(raw, [])
+    stdlib = BytesParser(policy=compat32).parsebytes(raw)
+
+    assert payload_octets(ours, []) == stdlib.get_payload(decode=True)

@@ -332,6 +332,21 @@ async def test_storing_a_blob_twice_keeps_one_file(tmp_path: Path) -> None:
     assert files == sorted([blobs.path_of(first), blobs.path_of(other)])
 
 
+async def test_a_blob_in_pieces_is_their_content_joined(
+    tmp_path: Path,
+) -> None:
+    """Pieces are stored, and named, as the one content they make."""
+    blobs = BlobStore(tmp_path / "blobs")
+    trace = b"Received: from client.example.org\r\n"
+    message = b"From: ann@customer.example\r\n\r\nHello\r\n"
+
+    digest = await blobs.put(trace, message)
+
+    assert digest == hashlib.sha256(trace + message).hexdigest()
+    assert blobs.read(digest) == trace + message
+    assert blobs.put_now(trace + message) == digest
+
+
 def test_reading_a_missing_blob_raises(tmp_path: Path) -> None:
     """An unknown digest is FileNotFoundError, not empty content."""
     with pytest.raises(FileNotFoundError):
