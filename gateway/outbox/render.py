@@ -191,13 +191,21 @@ def compose(
     if block is None:
         block = _header_block(head, policy)
 
+    entity = None
     if source is None and not attachments and event.content_html is None:
-        source = plain.text_entity(event.content)
-    if source is None:
-        source = _body_of(event, attachments, policy)
-    fields, body = _split(source)
-    kept = b"".join(f for f in _fields(fields) if _name(f) not in _REPLACED)
-    message = block + kept + b"\r\n" + body
+        # Its fields are MIME fields only, none of them replaced, and its
+        # lines end in CRLF already: it goes as it is.
+        entity = plain.text_entity(event.content)
+    if entity is not None:
+        message = block + entity
+    else:
+        if source is None:
+            source = _body_of(event, attachments, policy)
+        fields, body = _split(source)
+        kept = b"".join(
+            f for f in _fields(fields) if _name(f) not in _REPLACED
+        )
+        message = block + kept + b"\r\n" + body
 
     domain = _wire_domain(bounce_domain or domain_of(event.sender.address))
     if rcpt_tos is None:

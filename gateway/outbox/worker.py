@@ -1,7 +1,9 @@
 """The outbox worker: confirmed Mail Messages go to the smart host, once.
 
 Each batch claims the due events with a lease in one transaction, then
-sends them over one connection to the smart host. What the smart host
+sends them over one connection to the smart host, which the next batch
+takes over when the batch was full (more mail is likely waiting). A
+connection the smart host ended meanwhile is opened anew. What the smart host
 answered (``sent`` with its reply, or the recipients deferred: 4xx, no
 connection, retried later, waiting longer each time; or bounced: 5xx,
 final) is committed for several events together, one commit and fsync
@@ -124,6 +126,8 @@ class Outbox:
             max=settings.retry_max_seconds,
         ) + wait_random(0, settings.retry_jitter_seconds)
         self._stopping = asyncio.Event()
+        # The connection of a full batch, kept for the next one.
+        self._kept: aiosmtplib.SMTP | None = None
         # The lease must outlast the wait: committed at a quarter of it.
         self._record_after = min(
             RECORD_AFTER_SECONDS, settings.lease_seconds / 4
@@ -148,26 +152,43 @@ class Outbox:
             smart_host=self.settings.smart_host,
             port=self.settings.server_port,
         )
-        while not self._stopping.is_set():
-            try:
-                report = await self.run_batch()
-            except Exception as error:  # the worker outlives a bad batch
-                logger.error("outbox.batch_failed", error=repr(error))
-                report = BatchReport()
-            if report.claimed >= self.settings.batch_size:
-                continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._stopping.wait(), self.settings.poll_interval_seconds
-                )
+        try:
+            while not self._stopping.is_set():
+                try:
+                    report = await self.run_batch()
+                except Exception as error:  # the worker outlives a bad batch
+                    logger.error("outbox.batch_failed", error=repr(error))
+                    report = BatchReport()
+                if report.claimed >= self.settings.batch_size:
+                    continue
+                await self.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        self._stopping.wait(),
+                        self.settings.poll_interval_seconds,
+                    )
+        except BaseException:
+            # Cancelled: no QUIT, which would wait for the smart host.
+            if self._kept is not None:
+                self._kept.close()
+                self._kept = None
+            raise
+        await self.close()
         logger.info("outbox.stopped", owner=self.owner)
+
+    async def close(self) -> None:
+        """Close the connection kept from a full batch, if there is one."""
+        client, self._kept = self._kept, None
+        await _quit(client)
 
     async def run_batch(
         self, event_ids: Collection[int] | None = None
     ) -> BatchReport:
         """Claim the due events (some of event_ids if given) and send them.
 
-        Raises StoreUnavailable when the store cannot be written.
+        After a full batch, when more is likely due at once, the connection
+        is kept for the next batch (``close`` ends it). Raises
+        StoreUnavailable when the store cannot be written.
         """
         async with self.store.transaction() as db:
             claims = await queue.claim(
@@ -178,6 +199,11 @@ class Outbox:
                 event_ids=event_ids,
             )
         report = BatchReport(claimed=len(claims))
+        client, self._kept = self._kept, None
+        if not claims:
+            await _quit(client)
+            return report
+
         for item in claims:
             if item.abandoned_by is not None:
                 logger.warning(
@@ -189,7 +215,6 @@ class Outbox:
 
         remaining = list(claims)
         answers: list[Answer] = []
-        client: aiosmtplib.SMTP | None = None
         # The next event's lease check and rendering, run while the smart
         # host handles the one before (this process is idle meanwhile).
         ahead: asyncio.Task[Attempt | OutgoingMail] | None = None
@@ -232,9 +257,12 @@ class Outbox:
                     await self._release(remaining)
                     report.released = len(remaining)
 
-        if client is not None and client.is_connected:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                await client.quit()
+        if report.claimed >= self.settings.batch_size and (
+            not self._stopping.is_set()
+        ):
+            self._kept = client
+        else:
+            await _quit(client)
 
         return report
 
@@ -289,7 +317,6 @@ class Outbox:
         An event no longer held, or that cannot be rendered, is not to be
         sent: that attempt is returned instead, recorded already.
         """
-        log = logger.bind(event_id=item.event_id, message_id=item.message_id)
         lease = self.settings.lease_seconds
         try:
             async with self.store.reading() as db:
@@ -299,8 +326,16 @@ class Outbox:
                 if held and not spare:
                     held = await self._renew(item)
                 if not held:
-                    log.info("outbox.not_held")
+                    logger.info(
+                        "outbox.not_held",
+                        event_id=item.event_id,
+                        message_id=item.message_id,
+                    )
                     return Attempt(queue.LOST, 0)
+                # Run ahead of a send, this lets the smart host's reply be
+                # handled between the check and the rendering, not after
+                # both (the snapshot is kept meanwhile).
+                await asyncio.sleep(0)
                 event = item.event or await get_event(db, item.event_id)
                 mail = await render_event(
                     db,
@@ -310,7 +345,12 @@ class Outbox:
                     rcpt_tos=item.pending,
                 )
         except OSError as error:
-            log.error("outbox.render_failed", error=describe(error))
+            logger.error(
+                "outbox.render_failed",
+                event_id=item.event_id,
+                message_id=item.message_id,
+                error=describe(error),
+            )
             return await self._defer(
                 item, f"cannot render the message: {describe(error)}"
             )
@@ -419,6 +459,13 @@ class Outbox:
     async def _reached(self, moment: str, event_id: int) -> None:
         if self._checkpoint is not None:
             await self._checkpoint(moment, event_id)
+
+
+async def _quit(client: aiosmtplib.SMTP | None) -> None:
+    """End a connection to the smart host politely, if it is still up."""
+    if client is not None and client.is_connected:
+        with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+            await client.quit()
 
 
 async def _cancelled(task: asyncio.Task[Any] | None) -> None:

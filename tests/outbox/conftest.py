@@ -122,6 +122,8 @@ class SmartHostHandler:
     data_replies: list[str] = field(default_factory=list)
     rcpt_replies: dict[str, str] = field(default_factory=dict)
     sessions: int = 0
+    # The server side of each connection, in the order they came.
+    connections: list[SMTP] = field(default_factory=list)
     hold: bool = False
     holding: asyncio.Event = field(default_factory=asyncio.Event)
     released: asyncio.Event = field(default_factory=asyncio.Event)
@@ -186,12 +188,14 @@ async def smart_host() -> AsyncIterator[SmartHost]:
 
     def session() -> SMTP:
         handler.sessions += 1
-        return SMTP(
+        connection = SMTP(
             handler,
             hostname="relay.example.net",
             enable_SMTPUTF8=True,
             loop=loop,
         )
+        handler.connections.append(connection)
+        return connection
 
     server = await loop.create_server(session, host="127.0.0.1", port=0)
     yield SmartHost(server, handler)

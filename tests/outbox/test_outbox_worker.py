@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Awaitable, Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 
 import pytest
+from aiosmtpd.smtp import SMTP
 
 from gateway.crm.contacts import find_by_address
 from gateway.crm.events import get_event, history_of, list_events
@@ -346,6 +348,44 @@ async def test_a_batch_uses_one_connection(
     assert smart_host.handler.sessions == 1
 
 
+async def test_a_full_batch_leaves_its_connection_to_the_next(
+    store: Store, staff: Staff, outbound: Settings, smart_host: SmartHost
+) -> None:
+    """Batches back to back share a connection; the last one ends it."""
+    for number in range(5):
+        await confirmed_mail(store, staff, title=f"Mail {number}")
+    settings = outbound.outbox.model_copy(update={"batch_size": 2})
+    outbox = Outbox(store, settings)
+
+    reports = [await outbox.run_batch() for _ in range(4)]
+
+    assert [r.sent for r in reports] == [2, 2, 1, 0]
+    assert len(smart_host.handler.received) == 5
+    assert smart_host.handler.sessions == 1
+    await wait_for(lambda: _ended(smart_host.handler.connections[0]))
+
+
+async def test_a_kept_connection_the_smart_host_ended_is_opened_anew(
+    store: Store, staff: Staff, outbound: Settings, smart_host: SmartHost
+) -> None:
+    """Mail after a connection lost between batches is sent, not deferred."""
+    for number in range(3):
+        await confirmed_mail(store, staff, title=f"Mail {number}")
+    settings = outbound.outbox.model_copy(update={"batch_size": 2})
+    outbox = Outbox(store, settings)
+    first = await outbox.run_batch()
+    (connection,) = smart_host.handler.connections
+    assert connection.transport is not None
+    connection.transport.close()
+    # Once this side has seen the end (the kept connection is private).
+    await wait_for(_kept_ended(outbox))
+
+    second = await outbox.run_batch()
+
+    assert (first.sent, second.sent, second.deferred) == (2, 1, 0)
+    assert smart_host.handler.sessions == 2
+
+
 async def test_a_batch_commits_its_answers_together(
     store: Store,
     staff: Staff,
@@ -549,3 +589,15 @@ def _bounce(recipient: str, message_id: str | None) -> bytes:
             "--report--\r\n"
         ),
     )
+
+
+async def _ended(connection: SMTP) -> bool:
+    return connection.transport is None or connection.transport.is_closing()
+
+
+def _kept_ended(outbox: Outbox) -> Callable[[], Awaitable[bool]]:
+    async def ended() -> bool:
+        kept = outbox._kept
+        return kept is None or not kept.is_connected
+
+    return ended

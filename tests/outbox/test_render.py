@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from gateway.cli.main import main
 from gateway.crm.contacts import add_organisation, add_person
 from gateway.crm.events import NewEvent, create_event, get_event
+from gateway.outbox import plain
 from gateway.outbox.render import compose, subject_of, thread_of
 from gateway.store import Store
 
@@ -299,6 +300,43 @@ async def test_mail_the_gateway_writes_itself_is_auto_submitted(
 
     assert b"\r\nAuto-Submitted: auto-generated\r\n" in rendered.message
     assert rendered.rcpt_tos == ("jonas@example.org",)
+
+
+@pytest.mark.parametrize(
+    "content", ["", "One line", "Dear customer,\n\nyour order.\n" * 3]
+)
+async def test_a_made_text_body_goes_as_a_kept_one_would(
+    store: Store, content: str
+) -> None:
+    """The text entity made for a plain event is sent octet for octet
+    as the same entity given as the source whose fields are kept."""
+    async with store.transaction() as db:
+        await add_organisation(
+            db, "Example", domains=["example.com"], internal=True
+        )
+        maria = await add_person(db, MARIA, name="Maria")
+        event = await create_event(
+            db,
+            NewEvent(
+                type="mail-message",
+                sender=MARIA,
+                to=["jonas@example.org"],
+                title="Your order",
+                content=content,
+            ),
+            maria,
+        )
+    threading = await _threading(store, event.id)
+    entity = plain.text_entity(content)
+    assert entity is not None
+
+    made = compose(event, threading)
+    kept = compose(event, threading, source=entity)
+
+    assert made.message == kept.message
+    assert made.message.endswith(
+        b"\r\n\r\n" + entity.partition(b"\r\n\r\n")[2]
+    )
 
 
 async def _threading(store: Store, event_id: int) -> Any:
