@@ -223,22 +223,9 @@ async def find_by_address(
     single contact.
     """
     key = address_key(normalize(address))
-    # One query for both rules: the folded index finds every spelling.
-    rows = await db.execute_fetchall(
-        "SELECT key, contact_id FROM contact_address "
-        "WHERE key = ? COLLATE NOCASE",
-        (key,),
-    )
-    exact = [int(row[1]) for row in rows if row[0] == key]
-    folded = {int(row[1]) for row in rows}
-    if exact:
-        contact_id = exact[0]
-    elif len(folded) == 1:
-        contact_id = folded.pop()
-    else:
-        return None
+    rows = list(await db.execute_fetchall(_CONTACT_BY_KEY_QUERY, {"key": key}))
 
-    return await get_contact(db, contact_id)
+    return _contact_of(rows[0]) if rows else None
 
 
 async def ensure_contact(
@@ -271,8 +258,12 @@ async def get_contact(db: aiosqlite.Connection, contact_id: int) -> Contact:
     rows = list(await db.execute_fetchall(_CONTACT_QUERY, {"id": contact_id}))
     if not rows:
         raise NotFound(f"no contact {contact_id}")
-    row = rows[0]
 
+    return _contact_of(rows[0])
+
+
+def _contact_of(row: aiosqlite.Row) -> Contact:
+    """Return the contact of a row of the contact query."""
     return Contact(
         id=row["id"],
         kind=row["kind"],
@@ -287,10 +278,12 @@ async def get_contact(db: aiosqlite.Connection, contact_id: int) -> Contact:
 
 
 # A contact, its addresses, roles, domains, organisation and standing, in
-# one query: each query costs a thread hop through aiosqlite.
-_CONTACT_QUERY = """
-WITH RECURSIVE chain(id, parent_id, internal) AS (
-    SELECT id, parent_id, internal FROM contact WHERE id = :id
+# one query (each statement costs a trip into SQLite). ``picked`` names
+# the contact; the chain climbs its parents to find whether it is ours.
+_CONTACT_SELECT = """
+chain(id, parent_id, internal) AS (
+    SELECT c.id, c.parent_id, c.internal
+    FROM picked JOIN contact c ON c.id = picked.id
     UNION ALL
     SELECT c.id, c.parent_id, c.internal
     FROM contact c JOIN chain ON c.id = chain.parent_id
@@ -305,9 +298,29 @@ SELECT c.id, c.kind, c.name, c.parent_id, p.name AS organisation,
         SELECT domain FROM organisation_domain WHERE organisation_id = c.id
         ORDER BY domain)) AS domains,
     (SELECT MAX(internal) FROM chain) AS internal
-FROM contact c LEFT JOIN contact p ON p.id = c.parent_id
-WHERE c.id = :id
+FROM picked JOIN contact c ON c.id = picked.id
+LEFT JOIN contact p ON p.id = c.parent_id
 """
+
+_CONTACT_QUERY = (
+    f"WITH RECURSIVE picked(id) AS (SELECT :id), {_CONTACT_SELECT}"
+)
+
+# The owner of an address key, by find_by_address's two rules: the key
+# as written, else the one contact whose key differs only by case.
+_CONTACT_BY_KEY_QUERY = f"""
+WITH RECURSIVE matches(key, contact_id) AS (
+    SELECT key, contact_id FROM contact_address
+    WHERE key = :key COLLATE NOCASE
+),
+picked(id) AS (
+    SELECT COALESCE(
+        (SELECT contact_id FROM matches WHERE key = :key),
+        (SELECT CASE WHEN COUNT(DISTINCT contact_id) = 1
+            THEN MIN(contact_id) END FROM matches)
+    )
+),
+{_CONTACT_SELECT}"""
 
 
 async def list_contacts(db: aiosqlite.Connection) -> list[Contact]:
@@ -490,15 +503,29 @@ async def our_mailbox(db: aiosqlite.Connection, address: str) -> int | None:
     or is at a mail domain of ours (then it leads to that domain's
     organisation). Returns None for anyone else's address.
     """
+    return (await find_mailbox(db, address))[1]
+
+
+async def find_mailbox(
+    db: aiosqlite.Connection, address: str
+) -> tuple[Contact | None, int | None]:
+    """Return the contact owning an address and where it leads, if ours.
+
+    The contact is None when no one owns the address (or it is not a
+    valid one); the department is what ``our_mailbox`` answers. For
+    callers that need both, at the cost of one lookup.
+    """
     try:
         found = await find_by_address(db, address)
     except InvalidInput:
-        return None
+        return None, None
     if found is not None and found.internal:
         found_department = department(found)
-        return found.id if found_department is None else found_department
+        return found, (
+            found.id if found_department is None else found_department
+        )
     if found is not None:
-        return None
+        return found, None
 
     rows = await db.execute_fetchall(
         """
@@ -517,6 +544,6 @@ async def our_mailbox(db: aiosqlite.Connection, address: str) -> int | None:
     )
     row = next(iter(rows), None)
     if row is None or row[0] is None or not row[1]:
-        return None
+        return None, None
 
-    return int(row[0])
+    return None, int(row[0])

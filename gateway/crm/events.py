@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -214,18 +214,23 @@ async def insert_event(
     transition: str = "create",
     comment: str = "",
     sender: Contact | None = None,
+    recipients: Mapping[str, Contact] | None = None,
+    links_checked: bool = False,
 ) -> int:
     """Create an event as ``create_event`` does; return only its id.
 
     For callers that know what they asked for and need not read it back.
-    ``sender``, when given, is the contact already found for ``new.sender``.
+    ``sender``, when given, is the contact already found for ``new.sender``;
+    ``recipients`` maps addresses of ``new`` (as written there) to the
+    contacts already found for them. With ``links_checked`` the caller has
+    just read the causality and ticket, which are not looked up again.
     """
     event_type = parse_word(new.type, EVENT_TYPES, "event type")
     if not (new.to or new.cc or new.bcc):
         raise InvalidInput("an event needs at least one recipient")
-    if new.causality_id is not None:
+    if new.causality_id is not None and not links_checked:
         await require_row(db, "event", new.causality_id)
-    if new.ticket_id is not None:
+    if new.ticket_id is not None and not links_checked:
         await require_row(db, "ticket", new.ticket_id)
 
     if sender is None:
@@ -280,7 +285,7 @@ async def insert_event(
     event_id = cursor.lastrowid
     assert event_id is not None
 
-    await _add_recipients(db, event_id, new)
+    await _add_recipients(db, event_id, new, recipients or {})
     assignees = new.assignee_ids
     if assignees is None:
         assignees = [actor.id] if actor else []
@@ -500,14 +505,19 @@ async def history_of(
 
 
 async def _add_recipients(
-    db: aiosqlite.Connection, event_id: int, new: NewEvent
+    db: aiosqlite.Connection,
+    event_id: int,
+    new: NewEvent,
+    known: Mapping[str, Contact],
 ) -> None:
     rows: list[tuple[int, int, str, int, str, str]] = []
     seen: set[tuple[str, int]] = set()
     for kind, addressed in (("to", new.to), ("cc", new.cc), ("bcc", new.bcc)):
         for item in addressed:
             address, name = (item, "") if isinstance(item, str) else item
-            contact = await ensure_contact(db, address, name)
+            contact = known.get(address) or await ensure_contact(
+                db, address, name
+            )
             if (kind, contact.id) in seen:
                 continue
             seen.add((kind, contact.id))

@@ -17,7 +17,12 @@ import aiosqlite
 from gateway.addresses import address_key
 from gateway.clock import now, now_text
 from gateway.crm import events as crm_events
-from gateway.crm.contacts import Contact, ensure_contact, our_mailbox
+from gateway.crm.contacts import (
+    Contact,
+    ensure_contact,
+    find_mailbox,
+    our_mailbox,
+)
 from gateway.crm.events import AttachmentInfo, NewEvent
 from gateway.crm.vocabulary import MAIL_MESSAGE
 from gateway.ingest.delivery import (
@@ -161,9 +166,13 @@ async def _new_event(
         raise NotUnderstood("no recipient in To, Cc or the envelope")
 
     mailbox_of: dict[str, int | None] = {}
+    # Contacts found here are not looked up again to add the recipients.
+    known: dict[str, Contact] = {}
     for address, _ in (*to, *cc, *bcc):
         if address not in mailbox_of:
-            mailbox_of[address] = await our_mailbox(db, address)
+            contact, mailbox_of[address] = await find_mailbox(db, address)
+            if contact is not None:
+                known[address] = contact
     departments = [
         department
         for address, _ in (*to, *cc, *bcc)
@@ -215,6 +224,9 @@ async def _new_event(
         sender if outgoing else None,
         transition="send" if outgoing else "receive",
         sender=sender if sender.email else None,
+        recipients=known,
+        # Threading has just read the event and ticket it links to.
+        links_checked=True,
     )
     await db.execute(
         "INSERT INTO message_key (key, event_id) VALUES (?, ?)",

@@ -11,7 +11,7 @@ new event is left unlinked and set aside for triage with the candidates.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +48,11 @@ async def find_thread(
         ("References", tuple(reversed(parsed.references))),
     ):
         for message_id in ids:
-            candidates = await _by_message_id(db, message_id)
-            if candidates:
-                return await _judge(db, header, message_id, candidates, sender)
+            tickets = await _by_message_id(db, message_id)
+            if tickets:
+                return await _judge(
+                    db, header, message_id, list(tickets), sender, tickets
+                )
 
     for message_id in (*reversed(parsed.references), *parsed.in_reply_to):
         candidates = await _by_reference(db, message_id)
@@ -71,17 +73,21 @@ async def find_thread(
 
 async def _by_message_id(
     db: aiosqlite.Connection, message_id: str
-) -> list[int]:
-    """Return events carrying this Message-ID, without acknowledged copies."""
+) -> dict[int, int | None]:
+    """Return events carrying this Message-ID, without acknowledged copies.
+
+    Each event (in id order) maps to its ticket, if any.
+    """
     rows = await db.execute_fetchall(
-        "SELECT id, causality_id FROM event WHERE message_id = ? ORDER BY id",
+        "SELECT id, causality_id, ticket_id FROM event WHERE message_id = ? "
+        "ORDER BY id",
         (message_id,),
     )
     ids = {int(row[0]) for row in rows}
 
     # An acknowledgement repeats its original's Message-ID; it is the same
     # message, seen by another department.
-    return [int(row[0]) for row in rows if row[1] not in ids]
+    return {int(row[0]): row[2] for row in rows if row[1] not in ids}
 
 
 async def _by_reference(
@@ -153,8 +159,12 @@ async def _judge(
     value: str,
     candidates: list[int],
     sender: Contact,
+    tickets: Mapping[int, int | None] | None = None,
 ) -> Thread:
-    """Trust a match, or set it aside for triage with the candidates."""
+    """Trust a match, or set it aside for triage with the candidates.
+
+    ``tickets``, when given, holds the ticket of each candidate.
+    """
     reason: dict[str, Any] = {"header": header, "value": value}
     if len(candidates) > 1:
         return Thread(
@@ -166,10 +176,13 @@ async def _judge(
         )
 
     event_id = candidates[0]
-    rows = await db.execute_fetchall(
-        "SELECT ticket_id FROM event WHERE id = ?", (event_id,)
-    )
-    ticket_id = next((row[0] for row in rows), None)
+    if tickets is not None and event_id in tickets:
+        ticket_id = tickets[event_id]
+    else:
+        rows = await db.execute_fetchall(
+            "SELECT ticket_id FROM event WHERE id = ?", (event_id,)
+        )
+        ticket_id = next((row[0] for row in rows), None)
     if ticket_id is not None and not await _has_part(db, ticket_id, sender):
         return Thread(
             triage={

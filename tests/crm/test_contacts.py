@@ -12,7 +12,9 @@ from gateway.crm.contacts import (
     department_of,
     ensure_contact,
     find_by_address,
+    find_mailbox,
     get_contact,
+    our_mailbox,
 )
 from gateway.errors import InvalidInput, NotFound
 from gateway.store import Store
@@ -268,3 +270,110 @@ def test_a_wrong_direction_is_refused(
 
     assert refused.exit_code == 2
     assert "'sideways' is not one of 'incoming', 'outgoing'" in refused.error
+
+
+async def test_case_variants_from_older_data_are_told_apart(
+    store: Store,
+) -> None:
+    """Addresses differing only by case (kept from before the rule) are
+    found as written; a case no one has is ambiguous, so no one."""
+    async with store.transaction() as db:
+        upper = await add_person(db, "Ann@customer.example", name="Ann")
+        lower = await add_person(db, "bob@customer.example", name="Other")
+        await db.execute(
+            "UPDATE contact_address SET key = ?, address = ? "
+            "WHERE contact_id = ?",
+            ("ann@customer.example", "ann@customer.example", lower.id),
+        )
+
+        as_upper = await find_by_address(db, "Ann@customer.example")
+        as_lower = await find_by_address(db, "ann@customer.example")
+        neither = await find_by_address(db, "ANN@customer.example")
+        nobody = await find_by_address(db, "carol@customer.example")
+
+    assert as_upper is not None
+    assert as_upper.id == upper.id
+    assert as_upper.addresses == ("Ann@customer.example",)
+    assert as_lower is not None
+    assert as_lower.id == lower.id
+    assert neither is None
+    assert nobody is None
+
+
+async def test_a_contact_found_by_address_is_the_same_as_by_id(
+    store: Store,
+) -> None:
+    """One query by address gives what get_contact gives: addresses in
+    order, roles, organisation and standing."""
+    async with store.transaction() as db:
+        await add_organisation(
+            db, "Example", domains=["example.com"], internal=True
+        )
+        await add_organisation(
+            db,
+            "Support",
+            parent="Example",
+            addresses=["support@example.com"],
+        )
+        maria = await add_person(
+            db,
+            "maria@example.com",
+            name="Maria",
+            organisation="Support",
+            roles=["manager"],
+            extra_addresses=["m@example.com"],
+        )
+
+        as_person = await find_by_address(db, "m@example.com")
+        as_department = await find_by_address(db, "support@example.com")
+        assert as_department is not None
+        department = await get_contact(db, as_department.id)
+
+    assert as_person == maria
+    assert as_department == department
+    assert as_department.kind == "organisation"
+    assert as_department.internal
+    assert maria.addresses == ("maria@example.com", "m@example.com")
+    assert maria.roles == {"manager", "staff"}
+    assert maria.organisation == "Support"
+
+
+async def test_find_mailbox_gives_the_contact_and_our_department(
+    store: Store,
+) -> None:
+    """find_mailbox answers as our_mailbox does, with the contact beside."""
+    async with store.transaction() as db:
+        example = await add_organisation(
+            db, "Example", domains=["example.com"], internal=True
+        )
+        support = await add_organisation(
+            db,
+            "Support",
+            parent="Example",
+            addresses=["support@example.com"],
+        )
+        maria = await add_person(
+            db, "maria@example.com", name="Maria", organisation="Support"
+        )
+        client = await add_person(db, "client@example.org", name="Client")
+
+        answers = {
+            address: await find_mailbox(db, address)
+            for address in (
+                "support@example.com",
+                "maria@example.com",
+                "anyone@example.com",
+                "client@example.org",
+                "stranger@example.org",
+                "not an address",
+            )
+        }
+        ours = {address: await our_mailbox(db, address) for address in answers}
+
+    assert {a: department for a, (_, department) in answers.items()} == ours
+    assert answers["support@example.com"] == (support, support.id)
+    assert answers["maria@example.com"] == (maria, support.id)
+    assert answers["anyone@example.com"] == (None, example.id)
+    assert answers["client@example.org"] == (client, None)
+    assert answers["stranger@example.org"] == (None, None)
+    assert answers["not an address"] == (None, None)
