@@ -2,8 +2,10 @@
 
 One writer connection, guarded by a lock so that one transaction runs at a
 time in this process, and one reader connection, which in WAL mode sees the
-last committed state while a write is under way. Other processes (the CLI
-beside the daemon) wait up to ``busy_timeout_ms`` for the write lock.
+last committed state while a write is under way. A third connection,
+opened once a busy store needs it, copies the WAL into the database in the
+background. Other processes (the CLI beside the daemon) wait up to
+``busy_timeout_ms`` for the write lock.
 """
 
 from __future__ import annotations
@@ -34,6 +36,15 @@ logger = structlog.get_logger(__name__)
 
 DATABASE_NAME = "mailgate.sqlite3"
 
+# SQLite's own checkpoint runs inside the COMMIT that crosses its
+# threshold, so the messages of that group wait for it (copying the WAL
+# into the database and an fsync) before their 250. The store checkpoints
+# in the background instead, on a connection of its own, once this many
+# commits have gone by; the writer's automatic checkpoint, at a larger
+# size (pages), stays as a backstop.
+CHECKPOINT_EVERY_COMMITS = 32
+BACKSTOP_CHECKPOINT_PAGES = 4000
+
 
 class StoreUnavailable(Exception):
     """The store cannot be written now (locked, read-only, disk full...).
@@ -59,6 +70,10 @@ class Store:
         self._reader = reader
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+        self._path = data_dir / DATABASE_NAME
+        self._commits = 0
+        self._checkpointer: aiosqlite.Connection | None = None
+        self._checkpoint: asyncio.Task[None] | None = None
         # Concurrent ingest jobs share a transaction and its fsync.
         self.group = GroupCommitter(self.transaction, StoreUnavailable)
 
@@ -77,6 +92,9 @@ class Store:
             writer = await _connect(path, settings.busy_timeout_ms)
             opened.append(writer)
             await _use_wal(writer, settings.busy_timeout_ms)
+            await writer.execute(
+                f"PRAGMA wal_autocheckpoint = {BACKSTOP_CHECKPOINT_PAGES}"
+            )
             await migrate(writer)
             reader = await _connect(path, settings.busy_timeout_ms)
             opened.append(reader)
@@ -90,7 +108,14 @@ class Store:
         return cls(data_dir, writer, reader, settings.busy_timeout_ms)
 
     async def close(self) -> None:
-        """Close both connections and let the blob fsync threads end."""
+        """Close the connections and let the blob fsync threads end.
+
+        A background checkpoint under way is waited for first.
+        """
+        if self._checkpoint is not None:
+            await self._checkpoint
+        if self._checkpointer is not None:
+            await self._checkpointer.close()
         await self._reader.close()
         await self._writer.close()
         self.blobs.close()
@@ -105,6 +130,9 @@ class Store:
         """
         async with self._write_lock:
             await self._writer.execute(f"PRAGMA query_only = {int(read_only)}")
+            # Nor may a background checkpoint write the database file then.
+            if read_only and self._checkpoint is not None:
+                await self._checkpoint
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -128,6 +156,41 @@ class Store:
                 if isinstance(error, sqlite3.OperationalError):
                     raise StoreUnavailable(str(error)) from error
                 raise
+        self._committed()
+
+    def _committed(self) -> None:
+        """Count a commit; start a background checkpoint when one is due."""
+        self._commits += 1
+        running = self._checkpoint is not None and not self._checkpoint.done()
+        if self._commits < CHECKPOINT_EVERY_COMMITS or running:
+            return
+
+        self._commits = 0
+        self._checkpoint = asyncio.create_task(self._run_checkpoint())
+
+    async def _run_checkpoint(self) -> None:
+        """Copy the WAL into the database without holding up writers.
+
+        PASSIVE: it waits for no one and stops where readers or the writer
+        still need the WAL; what it leaves is copied next time. A failure
+        is logged: the commits are durable in the WAL all the same.
+        """
+        try:
+            if self._checkpointer is None:
+                self._checkpointer = await _connect(
+                    self._path, self._busy_timeout_ms
+                )
+            rows = await self._checkpointer.execute_fetchall(
+                "PRAGMA wal_checkpoint(PASSIVE)"
+            )
+        except (sqlite3.Error, OSError) as error:
+            logger.warning("store.checkpoint_failed", error=str(error))
+            return
+
+        for busy, frames, copied in rows:
+            logger.debug(
+                "store.checkpointed", busy=busy, frames=frames, copied=copied
+            )
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:

@@ -23,7 +23,11 @@ from structlog.testing import capture_logs
 from gateway.settings import Settings
 from gateway.store import Store, StoreUnavailable
 from gateway.store.blobs import BlobStore
-from gateway.store.database import DATABASE_NAME
+from gateway.store.database import (
+    BACKSTOP_CHECKPOINT_PAGES,
+    CHECKPOINT_EVERY_COMMITS,
+    DATABASE_NAME,
+)
 from gateway.store.schema import MIGRATIONS, SCHEMA_VERSION
 
 if TYPE_CHECKING:
@@ -521,3 +525,57 @@ def test_the_console_script_killed_while_it_runs_leaves_a_whole_store(
         event["title"] == "Killed or not"
         for event in json.loads(listed.stdout)
     )
+
+
+async def test_the_wal_is_checkpointed_in_the_background(store: Store) -> None:
+    """After enough commits the WAL is copied into the database on a
+    connection of its own; the writer's own checkpoint is only a backstop
+    at a larger size."""
+    with capture_logs() as logs:
+        for number in range(CHECKPOINT_EVERY_COMMITS):
+            async with store.transaction() as db:
+                await db.execute(
+                    "INSERT INTO contact (kind, name, created_at) "
+                    "VALUES ('person', ?, '2026-01-01T00:00:00Z')",
+                    (f"person {number}",),
+                )
+        async with store.transaction() as db:
+            rows = await db.execute_fetchall("PRAGMA wal_autocheckpoint")
+
+        async def checkpointed() -> dict[str, object]:
+            while True:
+                for entry in logs:
+                    if entry["event"] == "store.checkpointed":
+                        return entry
+                await asyncio.sleep(0.01)
+
+        entry = await asyncio.wait_for(checkpointed(), timeout=10)
+
+    assert [tuple(row) for row in rows] == [(BACKSTOP_CHECKPOINT_PAGES,)]
+    assert isinstance(entry["frames"], int)
+    assert entry["frames"] > 0
+    assert entry["copied"] == entry["frames"]
+
+
+async def test_closing_waits_for_a_background_checkpoint(
+    settings: Settings,
+) -> None:
+    """The store closes cleanly while a checkpoint is under way, and every
+    commit is in the database file once it is closed."""
+    store = await Store.open(settings.store)
+    for number in range(CHECKPOINT_EVERY_COMMITS):
+        async with store.transaction() as db:
+            await db.execute(
+                "INSERT INTO contact (kind, name, created_at) "
+                "VALUES ('person', ?, '2026-01-01T00:00:00Z')",
+                (f"person {number}",),
+            )
+
+    await store.close()
+
+    connection = _connect(settings.store.data_dir)
+    try:
+        count = connection.execute("SELECT COUNT(*) FROM contact").fetchone()
+    finally:
+        connection.close()
+    assert count == (CHECKPOINT_EVERY_COMMITS,)
