@@ -3,9 +3,15 @@
 An outgoing Mail Message is due while it is ``confirmed``, has not failed
 for good, is held by no worker (or the holder's lease ran out) and its
 next attempt time has come. A worker claims due events with a lease,
-records each attempt's outcome per recipient (queued, deferred, sent,
-bounced) and releases the lease in the same transaction. Every function
-runs inside the caller's transaction.
+records each attempt's outcome per recipient and releases the lease in
+the same transaction. Every function runs inside the caller's
+transaction.
+
+A recipient is queued, then deferred (a 4xx or no connection: tried
+again), sent (the smart host took it), bounced (refused: a 5xx from the
+smart host, or a delivery report from further on) or failed (given up
+without anyone refusing it: retries used up, or a message that could not
+be prepared or sent as it is).
 
 Limitation: a delivery that failed for good is never tried again; no
 workflow step puts it back in the queue, so the mail must be written
@@ -31,9 +37,11 @@ QUEUED = "queued"
 DEFERRED = "deferred"
 SENT = "sent"
 BOUNCED = "bounced"
-
-# What became of one attempt at one event.
+# A recipient given up on; also an attempt that ended its event's
+# delivery without any recipient taking it.
 FAILED = "failed"
+
+# What else became of one attempt at one event.
 LOST = "lost"
 
 
@@ -264,7 +272,8 @@ async def record(
     Once no recipient is left to try, the event is marked ``sent`` (by
     the gateway, with the smart host's reply in its history) if any
     recipient took it, else it fails for good. Recipients still deferred
-    after ``max_attempts`` count as bounced. Returns LOST, recording
+    after ``max_attempts`` are failed (given up), not bounced: no one
+    refused them. Returns LOST, recording
     nothing, when owner no longer holds the event. ``event`` is the event
     as claimed, spared a new read; TransitionRefused when its state has
     changed since (a manager cancelled it while it was being sent).
@@ -298,7 +307,7 @@ async def record(
             "delivery_detail = ? || COALESCE(delivery_detail, '') "
             "WHERE event_id = ? AND delivery_status IN (?, ?)",
             (
-                BOUNCED,
+                FAILED,
                 f"gave up after {attempts} attempts: ",
                 event_id,
                 QUEUED,

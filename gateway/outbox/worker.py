@@ -5,10 +5,11 @@ sends them over one connection to the smart host, which the next batch
 takes over when the batch was full (more mail is likely waiting). A
 connection the smart host ended meanwhile is opened anew. What the smart host
 answered (``sent`` with its reply, or the recipients deferred: 4xx, no
-connection, retried later, waiting longer each time; or bounced: 5xx,
-final) is committed for several events together, one commit and fsync
-for all: when the batch ends, or before the next send once the oldest
-answer has waited ``RECORD_AFTER_SECONDS`` (less with a short lease).
+connection, retried later, waiting longer each time, failed once
+``max_attempts`` are used up; or bounced: 5xx, final) is committed for
+several events together, one commit and fsync for all: when the batch
+ends, or before the next send once the oldest answer has waited
+``RECORD_AFTER_SECONDS`` (less with a short lease).
 Each outcome is committed well before its lease runs out, so no other
 worker takes the event meanwhile. While the smart host handles one
 message, the next event's lease is checked and its message rendered,

@@ -285,7 +285,11 @@ async def test_one_refused_recipient_bounces_the_others_get_it(
 async def test_an_unreachable_smart_host_is_retried_up_to_the_limit(
     store: Store, staff: Staff, outbound: Settings
 ) -> None:
-    """No connection: deferred with backoff, then failed after 4 tries."""
+    """No connection: deferred with backoff, then given up after 4 tries.
+
+    The recipient is failed, not bounced (no one refused it), and the
+    mail is on its sender's failed-deliveries worklist with the reason.
+    """
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
@@ -306,12 +310,16 @@ async def test_an_unreachable_smart_host_is_retried_up_to_the_limit(
         entry = await entry_of(db, event_id)
         event = await get_event(db, event_id)
     assert entry is not None and entry.attempts == 4
-    assert event.recipients[0].delivery_status == "bounced"
-    assert event.recipients[0].delivery_detail is not None
-    assert event.recipients[0].delivery_detail.startswith(
+    assert event.recipients[0].delivery_status == "failed"
+    detail = event.recipients[0].delivery_detail
+    assert detail is not None
+    assert detail.startswith(
         "gave up after 4 attempts: cannot reach the smart host"
     )
     assert all(0 < delay <= 0.06 for delay in delays)
+    assert await _failed_deliveries(store, staff.maria) == {
+        event_id: f"{staff.customer}: {detail}"
+    }
 
 
 async def test_a_planned_event_is_never_sent(
