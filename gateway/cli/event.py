@@ -202,7 +202,8 @@ def show(app: App, event_id: int, raw: bool, as_json: bool) -> None:
                 mail = await render_event(
                     db, store.blobs, event, bounce_domain=bounce_domain
                 )
-            except OSError as error:
+            except (OSError, ValueError) as error:
+                # A kept file gone, or a field stored with a line break.
                 raise MailgateError(
                     f"cannot render event {event_id}: {error}"
                 ) from None
@@ -229,7 +230,7 @@ def show(app: App, event_id: int, raw: bool, as_json: bool) -> None:
             if event.raw_sha256 is None:
                 raise NotFound(f"event {event_id} has no message")
             return store.blobs.read(event.raw_sha256)
-        except OSError as error:
+        except (OSError, ValueError) as error:
             raise MailgateError(
                 f"cannot read the message of event {event_id}: {error}"
             ) from None
