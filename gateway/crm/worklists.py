@@ -118,6 +118,15 @@ _FAILED = """
     AND (:manager OR e.sender_id = :me)
 """
 
+# What a person or the outbox will really send: outgoing events only (an
+# incoming one someone confirmed by hand goes nowhere), and no mail whose
+# delivery failed for good (that is on failed-deliveries). The confirmed
+# events are few (event_state); the failed ones are read by outbox_failed.
+_TO_SEND = """
+    e.state = 'confirmed' AND e.direction = 'outgoing'
+    AND e.id NOT IN (SELECT event_id FROM outbox WHERE failed_at IS NOT NULL)
+"""
+
 FAILED_DELIVERIES = "failed-deliveries"
 
 WORKLISTS: tuple[tuple[str, str, str, bool], ...] = (
@@ -132,7 +141,7 @@ WORKLISTS: tuple[tuple[str, str, str, bool], ...] = (
     (
         "to-send",
         "Confirmed events to send",
-        f"e.state = 'confirmed' AND (:manager OR {_ASSIGNED})",
+        f"{_TO_SEND} AND (:manager OR {_ASSIGNED})",
         False,
     ),
     (

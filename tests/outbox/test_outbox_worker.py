@@ -16,7 +16,13 @@ from aiosmtpd.smtp import SMTP
 from structlog.testing import capture_logs
 
 from gateway.crm.contacts import find_by_address
-from gateway.crm.events import get_event, history_of, list_events
+from gateway.crm.events import (
+    NewEvent,
+    create_event,
+    get_event,
+    history_of,
+    list_events,
+)
 from gateway.crm.steps import transition
 from gateway.crm.worklists import worklists_for
 from gateway.ingest.smtp import Listener
@@ -713,3 +719,45 @@ def _kept_ended(outbox: Outbox) -> Callable[[], Awaitable[bool]]:
         return kept is None or not kept.is_connected
 
     return ended
+
+
+async def test_to_send_holds_only_what_will_really_be_sent(
+    store: Store, staff: Staff, outbox: Outbox, smart_host: SmartHost
+) -> None:
+    """Outgoing confirmed events, not failed mail nor confirmed incoming."""
+    refused = await confirmed_mail(store, staff, title="Refused")
+    smart_host.handler.data_replies = ["550 5.7.1 Message refused"]
+    await outbox.run_batch()
+    waiting = await confirmed_mail(store, staff, title="Waiting")
+    async with store.transaction() as db:
+        maria = await find_by_address(db, staff.maria)
+        manager = await find_by_address(db, staff.manager)
+        ids = {}
+        for name, event_type, sender, to, direction in (
+            ("call", "phone-call", staff.maria, staff.customer, "outgoing"),
+            ("letter", "letter", staff.customer, staff.maria, "incoming"),
+        ):
+            made = await create_event(
+                db,
+                NewEvent(
+                    type=event_type,
+                    sender=sender,
+                    to=[to],
+                    title=name,
+                    direction=direction,
+                ),
+                maria,
+            )
+            await transition(db, made.id, "plan", maria)
+            await transition(db, made.id, "confirm", manager)
+            ids[name] = made.id
+
+    async with store.reading() as db:
+        assert manager is not None
+        lists = {w.name: w for w in await worklists_for(db, manager)}
+    to_send = lists["to-send"]
+
+    assert [e.id for e in to_send.events] == [waiting, ids["call"]]
+    assert to_send.count == 2
+    assert [e.id for e in lists["failed-deliveries"].events] == [refused]
+    assert await _state(store, ids["letter"]) == "confirmed"
