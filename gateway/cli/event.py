@@ -19,6 +19,7 @@ from gateway.cli.app import (
 from gateway.crm import events as crm_events
 from gateway.crm import steps as event_steps
 from gateway.crm.contacts import find_by_address
+from gateway.crm.deliveries import retry_delivery
 from gateway.crm.events import Event, NewEvent
 from gateway.crm.tickets import create_ticket
 from gateway.crm.vocabulary import (
@@ -29,7 +30,7 @@ from gateway.crm.vocabulary import (
     parse_word,
 )
 from gateway.errors import InvalidInput, MailgateError, NotFound
-from gateway.outbox.queue import entry_of
+from gateway.outbox.queue import QUEUED, entry_of
 from gateway.outbox.render import render_event, rendered_by_us
 from gateway.store import Store
 from workflow import event as event_workflow
@@ -285,6 +286,31 @@ def acknowledge(app: App, event_id: int, comment: str, as_json: bool) -> None:
 
     event = app.run(operation)
     emit(event.to_json(), as_json, f"event {event.id} ({event.state})")
+
+
+@command.command("retry")
+@click.argument("event_id", type=ROW_ID, metavar="ID")
+@click.option("--comment", default="", help="Why, for the history.")
+@json_option
+@pass_app
+def retry(app: App, event_id: int, comment: str, as_json: bool) -> None:
+    """Queue failed Mail Message ID again, for whom it failed only."""
+
+    async def operation(store: Store) -> Event:
+        actor = await app.actor(store)
+        async with store.transaction() as db:
+            return await retry_delivery(db, event_id, actor, comment)
+
+    event = app.run(operation)
+    queued = [
+        p.address for p in event.recipients if p.delivery_status == QUEUED
+    ]
+    emit(
+        event.to_json(),
+        as_json,
+        f"event {event.id} ({event.state}): queued again for "
+        + ", ".join(dict.fromkeys(queued)),
+    )
 
 
 @command.command("follow-up")

@@ -6,8 +6,9 @@ them, so a list is always current. The one kept summary, open_delivery
 store's triggers in the same transaction as the change it follows.
 
 Limitation: mail that was sent but bounced or failed for some recipient
-stays on failed-deliveries for good: no workflow step acknowledges a
-delivery failure yet (cancelling only ends mail that was never sent).
+stays on failed-deliveries until it is retried: no workflow step
+acknowledges a delivery failure yet (cancelling only ends mail that was
+never sent).
 """
 
 from __future__ import annotations
