@@ -4,7 +4,9 @@ Outgoing: draft -> planned -> confirmed -> sent, sent straight from draft or
 planned by a manager, cancelled or deleted on the way. Incoming: draft ->
 received -> delivered. A Mail Message is released by ``confirmed``: the
 outbox delivers it and then records ``send``; a manager's ``send`` from draft
-or planned queues it (state ``confirmed``) instead of marking it sent.
+or planned queues it (state ``confirmed``) instead of marking it sent. A
+Mail Message whose delivery failed for some recipient is queued again by
+``retry``, back to ``confirmed`` (the caller checks that it failed).
 """
 
 from __future__ import annotations
@@ -106,6 +108,15 @@ RULES = (
         frozenset({_AUTHOR, _ASSIGNEE, _MANAGER, _SYSTEM}),
     ),
     Rule("delete", ("draft",), "deleted", frozenset({_AUTHOR, _MANAGER})),
+    # Mail the outbox gave up on, or sent but not to everyone, goes back
+    # to it once the cause is fixed.
+    Rule(
+        "retry",
+        ("confirmed", "sent"),
+        "confirmed",
+        frozenset({Role.SENDER, _MANAGER, _SYSTEM}),
+        condition=MAIL,
+    ),
 )
 
 TRANSITIONS = tuple(dict.fromkeys(rule.name for rule in RULES))

@@ -13,6 +13,8 @@ class Role(StrEnum):
     """What the acting person is to the object being moved."""
 
     AUTHOR = "author"
+    # The event's sender: stated by the caller where a step allows it.
+    SENDER = "sender"
     ASSIGNEE = "assignee"
     MANAGER = "manager"
     STAFF = "staff"

@@ -19,6 +19,7 @@ from gateway.cli.app import (
 from gateway.crm import events as crm_events
 from gateway.crm import steps as event_steps
 from gateway.crm.contacts import find_by_address
+from gateway.crm.deliveries import retry_delivery
 from gateway.crm.events import Event, NewEvent
 from gateway.crm.tickets import create_ticket
 from gateway.crm.vocabulary import (
@@ -29,7 +30,7 @@ from gateway.crm.vocabulary import (
     parse_word,
 )
 from gateway.errors import InvalidInput, MailgateError, NotFound
-from gateway.outbox.queue import entry_of
+from gateway.outbox.queue import QUEUED, entry_of
 from gateway.outbox.render import render_event, rendered_by_us
 from gateway.store import Store
 from workflow import event as event_workflow
@@ -202,7 +203,8 @@ def show(app: App, event_id: int, raw: bool, as_json: bool) -> None:
                 mail = await render_event(
                     db, store.blobs, event, bounce_domain=bounce_domain
                 )
-            except OSError as error:
+            except (OSError, ValueError) as error:
+                # A kept file gone, or a field stored with a line break.
                 raise MailgateError(
                     f"cannot render event {event_id}: {error}"
                 ) from None
@@ -229,7 +231,7 @@ def show(app: App, event_id: int, raw: bool, as_json: bool) -> None:
             if event.raw_sha256 is None:
                 raise NotFound(f"event {event_id} has no message")
             return store.blobs.read(event.raw_sha256)
-        except OSError as error:
+        except (OSError, ValueError) as error:
             raise MailgateError(
                 f"cannot read the message of event {event_id}: {error}"
             ) from None
@@ -284,6 +286,31 @@ def acknowledge(app: App, event_id: int, comment: str, as_json: bool) -> None:
 
     event = app.run(operation)
     emit(event.to_json(), as_json, f"event {event.id} ({event.state})")
+
+
+@command.command("retry")
+@click.argument("event_id", type=ROW_ID, metavar="ID")
+@click.option("--comment", default="", help="Why, for the history.")
+@json_option
+@pass_app
+def retry(app: App, event_id: int, comment: str, as_json: bool) -> None:
+    """Queue failed Mail Message ID again, for whom it failed only."""
+
+    async def operation(store: Store) -> Event:
+        actor = await app.actor(store)
+        async with store.transaction() as db:
+            return await retry_delivery(db, event_id, actor, comment)
+
+    event = app.run(operation)
+    queued = [
+        p.address for p in event.recipients if p.delivery_status == QUEUED
+    ]
+    emit(
+        event.to_json(),
+        as_json,
+        f"event {event.id} ({event.state}): queued again for "
+        + ", ".join(dict.fromkeys(queued)),
+    )
 
 
 @command.command("follow-up")
@@ -397,7 +424,7 @@ def _describe(document: dict[str, Any]) -> str:
         f"{r['email']} ({r['kind']}"
         + (
             f", {r['delivery_status']}: {r['delivery_detail'] or ''}"
-            if r["delivery_status"] in ("bounced", "deferred")
+            if r["delivery_status"] in ("bounced", "deferred", "failed")
             else ""
         )
         + ")"

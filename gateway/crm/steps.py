@@ -107,14 +107,18 @@ async def take_step(
     name: str,
     actor: Contact | None,
     comment: str = "",
+    *,
+    also: frozenset[Role] = frozenset(),
 ) -> str:
     """Take one workflow step on an event already read; return its state.
 
-    For callers that hold the event and need not read it back. Raises
-    TransitionRefused when the step is not allowed, or when the event's
-    state is no longer the one it was read with; nothing changes then.
+    For callers that hold the event and need not read it back; ``also``
+    holds roles the caller knows the actor has besides (Role.SENDER).
+    Raises TransitionRefused when the step is not allowed, or when the
+    event's state is no longer the one it was read with; nothing changes
+    then.
     """
-    state = await _decide(db, event, name, actor)
+    state = await _decide(db, event, name, actor, also)
     await _move(db, event, name, state, actor, comment)
 
     return state
@@ -252,9 +256,13 @@ async def acknowledge(
 
 
 async def _decide(
-    db: aiosqlite.Connection, event: Event, name: str, actor: Contact | None
+    db: aiosqlite.Connection,
+    event: Event,
+    name: str,
+    actor: Contact | None,
+    also: frozenset[Role] = frozenset(),
 ) -> str:
-    roles = await roles_of(db, event, actor)
+    roles = await roles_of(db, event, actor) | also
 
     return _next_state(event.state, name, roles, event.is_mail)
 

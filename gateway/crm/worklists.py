@@ -5,9 +5,10 @@ them, so a list is always current. The one kept summary, open_delivery
 (received events without an assignee, per recipient), is written by the
 store's triggers in the same transaction as the change it follows.
 
-Limitation: mail that was sent but bounced for some recipient stays on
-failed-deliveries for good: no workflow step acknowledges a delivery
-failure yet (cancelling only ends mail that was never sent).
+Limitation: mail that was sent but bounced or failed for some recipient
+stays on failed-deliveries until it is retried: no workflow step
+acknowledges a delivery failure yet (cancelling only ends mail that was
+never sent).
 """
 
 from __future__ import annotations
@@ -106,15 +107,25 @@ _TO_DELIVER = f"""
         UNION {_OPEN_TO_ME})
 """
 
-# Outgoing mail the outbox gave up on, or that a recipient's server
-# bounced: seen by its sender and by managers until it is cancelled.
+# Outgoing mail the outbox gave up on, or that some recipient did not
+# get (refused: bounced; given up after retries: failed): seen by its
+# sender and by managers until it is cancelled.
 _FAILED = """
     e.id IN (SELECT event_id FROM outbox WHERE failed_at IS NOT NULL
              UNION SELECT event_id FROM event_recipient
-             WHERE delivery_status = 'bounced')
+             WHERE delivery_status IN ('bounced', 'failed'))
     AND e.type = 'mail-message' AND e.direction = 'outgoing'
     AND e.state NOT IN ('cancelled', 'deleted')
     AND (:manager OR e.sender_id = :me)
+"""
+
+# What a person or the outbox will really send: outgoing events only (an
+# incoming one someone confirmed by hand goes nowhere), and no mail whose
+# delivery failed for good (that is on failed-deliveries). The confirmed
+# events are few (event_state); the failed ones are read by outbox_failed.
+_TO_SEND = """
+    e.state = 'confirmed' AND e.direction = 'outgoing'
+    AND e.id NOT IN (SELECT event_id FROM outbox WHERE failed_at IS NOT NULL)
 """
 
 FAILED_DELIVERIES = "failed-deliveries"
@@ -131,7 +142,7 @@ WORKLISTS: tuple[tuple[str, str, str, bool], ...] = (
     (
         "to-send",
         "Confirmed events to send",
-        f"e.state = 'confirmed' AND (:manager OR {_ASSIGNED})",
+        f"{_TO_SEND} AND (:manager OR {_ASSIGNED})",
         False,
     ),
     (
@@ -212,15 +223,14 @@ async def _failure_reasons(
         failures = {int(r[0]): str(r[1]) for r in await cursor.fetchall()}
     bounced: dict[int, list[str]] = {}
     async with db.execute(
-        "SELECT event_id, address, delivery_detail FROM event_recipient "
-        f"WHERE event_id IN ({marks}) AND delivery_status = 'bounced' "
+        "SELECT event_id, address, delivery_status, delivery_detail "
+        f"FROM event_recipient WHERE event_id IN ({marks}) "
+        "AND delivery_status IN ('bounced', 'failed') "
         "ORDER BY event_id, position",
         event_ids,
     ) as cursor:
         for r in await cursor.fetchall():
-            bounced.setdefault(int(r[0]), []).append(
-                f"{r[1]}: {r[2] or 'bounced'}"
-            )
+            bounced.setdefault(int(r[0]), []).append(f"{r[1]}: {r[3] or r[2]}")
 
     reasons: dict[int, str] = {}
     for event_id in event_ids:

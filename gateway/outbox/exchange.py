@@ -2,7 +2,8 @@
 
 The message goes over a connection the caller opened; what the smart host
 answers becomes each recipient's result (sent, deferred on 4xx or a lost
-connection, bounced on 5xx) and the reply kept with the attempt.
+connection, bounced on 5xx, failed when the message cannot go as it is)
+and the reply kept with the attempt.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from collections.abc import Sequence
 
 import aiosmtplib
 
-from gateway.outbox.queue import BOUNCED, DEFERRED, SENT, RecipientResult
+from gateway.outbox.queue import (
+    BOUNCED,
+    DEFERRED,
+    FAILED,
+    SENT,
+    RecipientResult,
+)
 from gateway.outbox.render import OutgoingMail
 
 
@@ -59,9 +66,10 @@ async def send_mail(
         status = _status(error.code)
         return [RecipientResult(a, status, reply) for a in pending], reply
     except (aiosmtplib.SMTPNotSupported, ValueError) as error:
-        # No smart host will take it as it is (SMTPUTF8, a bad address).
+        # No smart host will take it as it is (SMTPUTF8, a bad address):
+        # given up on, though no one refused it.
         reply = f"not sendable: {describe(error)}"
-        return [RecipientResult(a, BOUNCED, reply) for a in pending], reply
+        return [RecipientResult(a, FAILED, reply) for a in pending], reply
     except (aiosmtplib.SMTPException, OSError) as error:
         reply = f"connection failed: {describe(error)}"
         client.close()

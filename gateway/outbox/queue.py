@@ -3,13 +3,19 @@
 An outgoing Mail Message is due while it is ``confirmed``, has not failed
 for good, is held by no worker (or the holder's lease ran out) and its
 next attempt time has come. A worker claims due events with a lease,
-records each attempt's outcome per recipient (queued, deferred, sent,
-bounced) and releases the lease in the same transaction. Every function
-runs inside the caller's transaction.
+records each attempt's outcome per recipient and releases the lease in
+the same transaction. Every function runs inside the caller's
+transaction.
 
-Limitation: a delivery that failed for good is never tried again; no
-workflow step puts it back in the queue, so the mail must be written
-anew (and the failed event cancelled).
+A recipient is queued, then deferred (a 4xx or no connection: tried
+again), sent (the smart host took it), bounced (refused: a 5xx from the
+smart host, or a delivery report from further on) or failed (given up
+without anyone refusing it: retries used up, or a message that could not
+be prepared or sent as it is).
+
+A delivery that failed for good is tried again only when a person asks
+(``gateway.crm.deliveries``): its bounced and failed recipients are
+queued anew, with the attempts counted from zero.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ QUEUED = "queued"
 DEFERRED = "deferred"
 SENT = "sent"
 BOUNCED = "bounced"
-
-# What became of one attempt at one event.
+# A recipient given up on; also an attempt that ended its event's
+# delivery without any recipient taking it.
 FAILED = "failed"
+
+# What else became of one attempt at one event.
 LOST = "lost"
 
 
@@ -264,7 +272,8 @@ async def record(
     Once no recipient is left to try, the event is marked ``sent`` (by
     the gateway, with the smart host's reply in its history) if any
     recipient took it, else it fails for good. Recipients still deferred
-    after ``max_attempts`` count as bounced. Returns LOST, recording
+    after ``max_attempts`` are failed (given up), not bounced: no one
+    refused them. Returns LOST, recording
     nothing, when owner no longer holds the event. ``event`` is the event
     as claimed, spared a new read; TransitionRefused when its state has
     changed since (a manager cancelled it while it was being sent).
@@ -298,7 +307,7 @@ async def record(
             "delivery_detail = ? || COALESCE(delivery_detail, '') "
             "WHERE event_id = ? AND delivery_status IN (?, ?)",
             (
-                BOUNCED,
+                FAILED,
                 f"gave up after {attempts} attempts: ",
                 event_id,
                 QUEUED,
@@ -307,7 +316,10 @@ async def record(
         )
 
     statuses = await _statuses(db, event_id)
-    outcome = await _outcome(db, event_id, statuses, reply, attempts, event)
+    accepted = any(result.status == SENT for result in results)
+    outcome = await _outcome(
+        db, event_id, statuses, reply, attempts, event, accepted
+    )
     if outcome.result == DEFERRED:
         moment = now() + timedelta(seconds=retry_delay(attempts))
         outcome = Attempt(DEFERRED, attempts, next_attempt_at=as_text(moment))
@@ -327,6 +339,47 @@ async def record(
     )
 
     return outcome
+
+
+async def delivery_statuses(
+    db: aiosqlite.Connection, event_id: int
+) -> list[tuple[str, str | None]]:
+    """Return each recipient's address and delivery status, in order."""
+    async with db.execute(
+        "SELECT address, delivery_status FROM event_recipient "
+        "WHERE event_id = ? ORDER BY position",
+        (event_id,),
+    ) as cursor:
+        return [(str(r[0]), r[1]) for r in await cursor.fetchall()]
+
+
+async def requeue(db: aiosqlite.Connection, event_id: int) -> list[str]:
+    """Queue the bounced and failed recipients again; return them.
+
+    Recipients already sent, or still on their way, are left as they
+    are, so that no one gets a second copy; the event's attempts start
+    anew. A lease is left alone: a failed event is held by no worker.
+    """
+    async with db.execute(
+        "SELECT address FROM event_recipient WHERE event_id = ? "
+        "AND delivery_status IN (?, ?) ORDER BY position",
+        (event_id, BOUNCED, FAILED),
+    ) as cursor:
+        addresses = [str(row[0]) for row in await cursor.fetchall()]
+
+    await db.execute(
+        "UPDATE event_recipient SET delivery_status = ?, "
+        "delivery_detail = NULL WHERE event_id = ? "
+        "AND delivery_status IN (?, ?)",
+        (QUEUED, event_id, BOUNCED, FAILED),
+    )
+    await db.execute(
+        "UPDATE outbox SET attempts = 0, next_attempt_at = NULL, "
+        "failure = NULL, failed_at = NULL WHERE event_id = ?",
+        (event_id,),
+    )
+
+    return list(dict.fromkeys(addresses))
 
 
 async def entry_of(
@@ -352,17 +405,25 @@ async def _outcome(
     reply: str,
     attempts: int,
     event: Event | None,
+    accepted: bool,
 ) -> Attempt:
-    """Decide the event's fate from its recipients' statuses."""
+    """Decide the event's fate from its recipients' statuses.
+
+    ``accepted`` says whether the smart host took the message this time;
+    when not, the recipients sent were sent before a retry.
+    """
     if any(status in (QUEUED, DEFERRED) for _, status, _ in statuses):
         return Attempt(DEFERRED, attempts)
 
     if any(status == SENT for _, status, _ in statuses):
         if event is None:
             event = await get_event(db, event_id)
-        await take_step(
-            db, event, "send", None, f"accepted by the smart host: {reply}"
+        comment = (
+            f"accepted by the smart host: {reply}"
+            if accepted
+            else f"sent to the others before; this time: {reply}"
         )
+        await take_step(db, event, "send", None, comment)
         return Attempt(SENT, attempts)
 
     failure = "; ".join(

@@ -5,10 +5,11 @@ sends them over one connection to the smart host, which the next batch
 takes over when the batch was full (more mail is likely waiting). A
 connection the smart host ended meanwhile is opened anew. What the smart host
 answered (``sent`` with its reply, or the recipients deferred: 4xx, no
-connection, retried later, waiting longer each time; or bounced: 5xx,
-final) is committed for several events together, one commit and fsync
-for all: when the batch ends, or before the next send once the oldest
-answer has waited ``RECORD_AFTER_SECONDS`` (less with a short lease).
+connection, retried later, waiting longer each time, failed once
+``max_attempts`` are used up; or bounced: 5xx, final) is committed for
+several events together, one commit and fsync for all: when the batch
+ends, or before the next send once the oldest answer has waited
+``RECORD_AFTER_SECONDS`` (less with a short lease).
 Each outcome is committed well before its lease runs out, so no other
 worker takes the event meanwhile. While the smart host handles one
 message, the next event's lease is checked and its message rendered,
@@ -36,6 +37,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import sqlite3
 import ssl
 import time
 import uuid
@@ -59,7 +61,7 @@ from gateway.outbox.queue import (
 )
 from gateway.outbox.render import OutgoingMail, render_event
 from gateway.settings import OutboxSettings
-from gateway.store import Store
+from gateway.store import Store, StoreUnavailable
 from workflow import TransitionRefused
 
 logger = structlog.get_logger(__name__)
@@ -315,27 +317,32 @@ class Outbox:
         """Check that the event is still held, and render its message.
 
         An event no longer held, or that cannot be rendered, is not to be
-        sent: that attempt is returned instead, recorded already.
+        sent: that attempt is returned instead, recorded already. Whatever
+        fails while one event's message is made (a field the email
+        package refuses, such as a title holding a line break, a kept
+        file that cannot be read, a bad address) is that event's own
+        final failure, never the batch's: retrying would fail the same
+        way. The store's own errors still end the batch.
         """
         lease = self.settings.lease_seconds
-        try:
-            async with self.store.reading() as db:
-                held, spare = await queue.still_held(
-                    db, item.event_id, self.owner, lease
+        async with self.store.reading() as db:
+            held, spare = await queue.still_held(
+                db, item.event_id, self.owner, lease
+            )
+            if held and not spare:
+                held = await self._renew(item)
+            if not held:
+                logger.info(
+                    "outbox.not_held",
+                    event_id=item.event_id,
+                    message_id=item.message_id,
                 )
-                if held and not spare:
-                    held = await self._renew(item)
-                if not held:
-                    logger.info(
-                        "outbox.not_held",
-                        event_id=item.event_id,
-                        message_id=item.message_id,
-                    )
-                    return Attempt(queue.LOST, 0)
-                # Run ahead of a send, this lets the smart host's reply be
-                # handled between the check and the rendering, not after
-                # both (the snapshot is kept meanwhile).
-                await asyncio.sleep(0)
+                return Attempt(queue.LOST, 0)
+            # Run ahead of a send, this lets the smart host's reply be
+            # handled between the check and the rendering, not after
+            # both (the snapshot is kept meanwhile).
+            await asyncio.sleep(0)
+            try:
                 event = item.event or await get_event(db, item.event_id)
                 mail = await render_event(
                     db,
@@ -344,15 +351,21 @@ class Outbox:
                     bounce_domain=self.settings.bounce_domain,
                     rcpt_tos=item.pending,
                 )
-        except OSError as error:
+            except (sqlite3.Error, StoreUnavailable):
+                raise
+            except Exception as error:  # this event's, not the batch's
+                failure: Exception | None = error
+            else:
+                failure = None
+        if failure is not None:
             logger.error(
                 "outbox.render_failed",
                 event_id=item.event_id,
                 message_id=item.message_id,
-                error=describe(error),
+                error=describe(failure),
             )
-            return await self._defer(
-                item, f"cannot render the message: {describe(error)}"
+            return await self._give_up(
+                item, f"cannot render the message: {describe(failure)}"
             )
         await self._reached("claimed", item.event_id)
 
@@ -434,13 +447,23 @@ class Outbox:
 
     async def _defer(self, item: Claim, reason: str) -> Attempt:
         """Record a failed attempt at every recipient still to send to."""
+        return await self._record_all(item, DEFERRED, reason)
+
+    async def _give_up(self, item: Claim, reason: str) -> Attempt:
+        """Record every recipient still to send to as failed, for good."""
+        return await self._record_all(item, queue.FAILED, reason)
+
+    async def _record_all(
+        self, item: Claim, status: str, reason: str
+    ) -> Attempt:
+        """Record one status for every recipient still to send to."""
         async with self.store.transaction() as db:
             pending = await queue.pending_recipients(db, item.event_id)
             attempt = await queue.record(
                 db,
                 item.event_id,
                 self.owner,
-                [RecipientResult(a, DEFERRED, reason) for a in pending],
+                [RecipientResult(a, status, reason) for a in pending],
                 reason,
                 max_attempts=self.settings.max_attempts,
                 retry_delay=self.retry_delay,

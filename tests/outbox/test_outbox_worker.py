@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+import sqlite3
 from collections.abc import Awaitable, Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 from aiosmtpd.smtp import SMTP
+from structlog.testing import capture_logs
 
 from gateway.crm.contacts import find_by_address
-from gateway.crm.events import get_event, history_of, list_events
+from gateway.crm.events import (
+    NewEvent,
+    create_event,
+    get_event,
+    history_of,
+    list_events,
+)
 from gateway.crm.steps import transition
 from gateway.crm.worklists import worklists_for
 from gateway.ingest.smtp import Listener
@@ -23,6 +33,7 @@ from gateway.outbox.worker import BatchReport, Outbox
 from gateway.server import Daemon
 from gateway.settings import Settings
 from gateway.store import Store
+from gateway.store.database import DATABASE_NAME
 from workflow import TransitionRefused
 
 from .conftest import (
@@ -285,7 +296,11 @@ async def test_one_refused_recipient_bounces_the_others_get_it(
 async def test_an_unreachable_smart_host_is_retried_up_to_the_limit(
     store: Store, staff: Staff, outbound: Settings
 ) -> None:
-    """No connection: deferred with backoff, then failed after 4 tries."""
+    """No connection: deferred with backoff, then given up after 4 tries.
+
+    The recipient is failed, not bounced (no one refused it), and the
+    mail is on its sender's failed-deliveries worklist with the reason.
+    """
     with socket.socket() as closed:
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
@@ -306,12 +321,115 @@ async def test_an_unreachable_smart_host_is_retried_up_to_the_limit(
         entry = await entry_of(db, event_id)
         event = await get_event(db, event_id)
     assert entry is not None and entry.attempts == 4
-    assert event.recipients[0].delivery_status == "bounced"
-    assert event.recipients[0].delivery_detail is not None
-    assert event.recipients[0].delivery_detail.startswith(
+    assert event.recipients[0].delivery_status == "failed"
+    detail = event.recipients[0].delivery_detail
+    assert detail is not None
+    assert detail.startswith(
         "gave up after 4 attempts: cannot reach the smart host"
     )
     assert all(0 < delay <= 0.06 for delay in delays)
+    assert await _failed_deliveries(store, staff.maria) == {
+        event_id: f"{staff.customer}: {detail}"
+    }
+
+
+@pytest.mark.parametrize(
+    ("stored", "error"),
+    [
+        pytest.param(
+            "UPDATE event SET title = 'Your\nwarranty' WHERE id = :id",
+            "linefeed",
+            id="title",
+        ),
+        pytest.param(
+            "UPDATE event_recipient SET name = 'Jonas\r\nBcc: x@example.net' "
+            "WHERE event_id = :id",
+            "CR or LF",
+            id="recipient-name",
+        ),
+    ],
+)
+async def test_a_message_that_cannot_be_rendered_fails_alone_for_good(
+    store: Store,
+    staff: Staff,
+    outbox: Outbox,
+    smart_host: SmartHost,
+    data_dir: Path,
+    cli: Cli,
+    stored: str,
+    error: str,
+) -> None:
+    """A line break the email package refuses fails that event only.
+
+    It is on the failed-deliveries worklist with the reason, logged at
+    error level, never claimed again; the mail beside it is sent.
+    """
+    bad = await confirmed_mail(store, staff, title="Broken")
+    good = await confirmed_mail(store, staff, title="Fine")
+    # Stored before the CLI refused such values: written past it.
+    with contextlib.closing(sqlite3.connect(data_dir / DATABASE_NAME)) as db:
+        db.execute(stored, {"id": bad})
+        db.commit()
+
+    with capture_logs() as logs:
+        report = await outbox.run_batch()
+        again = await outbox.run_batch()
+
+    assert (report.sent, report.failed, again.claimed) == (1, 1, 0)
+    (copy,) = smart_host.handler.received
+    assert _parsed(copy.content)["Subject"] == "Fine"
+    assert await _state(store, good) == "sent"
+    assert await _state(store, bad) == "confirmed"
+    (logged,) = [e for e in logs if e["event"] == "outbox.render_failed"]
+    assert logged["log_level"] == "error"
+    assert logged["event_id"] == bad
+    assert error in logged["error"]
+    assert not [e for e in logs if e["event"] == "outbox.batch_failed"]
+    async with store.reading() as db:
+        event = await get_event(db, bad)
+        entry = await entry_of(db, bad)
+    assert entry is not None and entry.failed_at is not None
+    assert [p.delivery_status for p in event.recipients] == ["failed"]
+    reasons = await _failed_deliveries(store, staff.maria)
+    assert reasons is not None and list(reasons) == [bad]
+    assert reasons[bad].startswith(
+        f"{staff.customer}: cannot render the message: ValueError"
+    )
+    shown = await cli("event", "show", str(bad), actor=staff.manager, ok=False)
+    assert shown.exit_code != 0
+    assert shown.error.startswith(f"Error: cannot render event {bad}: ")
+
+
+async def test_a_kept_file_that_cannot_be_read_fails_its_event_for_good(
+    store: Store,
+    staff: Staff,
+    submit: Submit,
+    outbox: Outbox,
+    smart_host: SmartHost,
+) -> None:
+    """The submitted message's file is gone: that event fails, not retried."""
+    await submit(mail(f"From: {staff.maria}", f"To: {staff.customer}"))
+    async with store.reading() as db:
+        (event,) = await list_events(db)
+    assert event.raw_sha256 is not None
+    async with store.transaction() as db:
+        manager = await find_by_address(db, staff.manager)
+        await transition(db, event.id, "confirm", manager)
+    store.blobs.path_of(event.raw_sha256).unlink()
+
+    with capture_logs() as logs:
+        report = await outbox.run_batch()
+        again = await outbox.run_batch()
+
+    assert (report.failed, again.claimed) == (1, 0)
+    assert smart_host.handler.received == []
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "outbox.render_failed",
+        "outbox.failed",
+    ]
+    reasons = await _failed_deliveries(store, staff.manager)
+    assert reasons is not None
+    assert "FileNotFoundError" in reasons[event.id]
 
 
 async def test_a_planned_event_is_never_sent(
@@ -601,3 +719,45 @@ def _kept_ended(outbox: Outbox) -> Callable[[], Awaitable[bool]]:
         return kept is None or not kept.is_connected
 
     return ended
+
+
+async def test_to_send_holds_only_what_will_really_be_sent(
+    store: Store, staff: Staff, outbox: Outbox, smart_host: SmartHost
+) -> None:
+    """Outgoing confirmed events, not failed mail nor confirmed incoming."""
+    refused = await confirmed_mail(store, staff, title="Refused")
+    smart_host.handler.data_replies = ["550 5.7.1 Message refused"]
+    await outbox.run_batch()
+    waiting = await confirmed_mail(store, staff, title="Waiting")
+    async with store.transaction() as db:
+        maria = await find_by_address(db, staff.maria)
+        manager = await find_by_address(db, staff.manager)
+        ids = {}
+        for name, event_type, sender, to, direction in (
+            ("call", "phone-call", staff.maria, staff.customer, "outgoing"),
+            ("letter", "letter", staff.customer, staff.maria, "incoming"),
+        ):
+            made = await create_event(
+                db,
+                NewEvent(
+                    type=event_type,
+                    sender=sender,
+                    to=[to],
+                    title=name,
+                    direction=direction,
+                ),
+                maria,
+            )
+            await transition(db, made.id, "plan", maria)
+            await transition(db, made.id, "confirm", manager)
+            ids[name] = made.id
+
+    async with store.reading() as db:
+        assert manager is not None
+        lists = {w.name: w for w in await worklists_for(db, manager)}
+    to_send = lists["to-send"]
+
+    assert [e.id for e in to_send.events] == [waiting, ids["call"]]
+    assert to_send.count == 2
+    assert [e.id for e in lists["failed-deliveries"].events] == [refused]
+    assert await _state(store, ids["letter"]) == "confirmed"

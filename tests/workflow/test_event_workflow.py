@@ -20,6 +20,7 @@ AUTHOR = Role.AUTHOR
 ASSIGNEE = Role.ASSIGNEE
 MANAGER = Role.MANAGER
 MEMBER = Role.DEPARTMENT_MEMBER
+SENDER = Role.SENDER
 SYSTEM = Role.SYSTEM
 
 # transition -> mail? -> source state -> (state after, roles allowed).
@@ -81,6 +82,15 @@ ISSUE: Table = {
         {AUTHOR, ASSIGNEE, MANAGER, SYSTEM},
     ),
     "delete": _same(("draft",), "deleted", {AUTHOR, MANAGER}),
+    # Only a Mail Message's delivery fails; its sender or a manager may
+    # queue it again.
+    "retry": {
+        True: {
+            state: ("confirmed", frozenset({SENDER, MANAGER, SYSTEM}))
+            for state in ("confirmed", "sent")
+        },
+        False: {},
+    },
 }
 
 
