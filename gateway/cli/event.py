@@ -424,7 +424,8 @@ def _describe(document: dict[str, Any]) -> str:
         f"{r['email']} ({r['kind']}"
         + (
             f", {r['delivery_status']}: {r['delivery_detail'] or ''}"
-            if r["delivery_status"] in ("bounced", "deferred", "failed")
+            if r["delivery_status"]
+            in ("bounced", "deferred", "delayed", "failed")
             else ""
         )
         + ")"

@@ -3,7 +3,13 @@
 A delivery status notification (RFC 3464) names the message it reports on
 by that message's Message-ID. Each per-recipient block becomes a
 delivery_report row, and a failed or delayed recipient is marked on the
-event (RFC 3464 2.3.3 Action: failed gives bounced, delayed deferred).
+event (RFC 3464 2.3.3 Action: failed gives bounced, delayed delayed).
+
+A report comes from further on, after our smart host took the message:
+it never puts a recipient back into a status the outbox sends to
+(queued or deferred), else the outbox would send that recipient a
+second copy. A delay is its own status, ``delayed``, and never
+overwrites a refusal already known.
 """
 
 from __future__ import annotations
@@ -17,7 +23,16 @@ from gateway.ingest.parsed import DeliveryReport
 from gateway.outbox.verp import event_of
 
 # RFC 3464 2.3.3: what an Action means for the recipient of our event.
-_DELIVERY_STATUS = {"failed": "bounced", "delayed": "deferred"}
+_DELIVERY_STATUS = {"failed": "bounced", "delayed": "delayed"}
+
+# Which recipients each marking may change: a refusal any, a delay only
+# those the smart host took (or that the outbox never sent: copies of
+# mail our staff sent from elsewhere).
+_MARKABLE = {
+    "bounced": "1",
+    "delayed": "(delivery_status IS NULL OR delivery_status IN "
+    "('sent', 'delayed'))",
+}
 
 
 async def record_report(
@@ -61,7 +76,7 @@ async def record_report(
         await db.execute(
             "UPDATE event_recipient SET delivery_status = ?, "
             "delivery_detail = ? WHERE event_id = ? AND address = ? "
-            "COLLATE NOCASE",
+            f"COLLATE NOCASE AND {_MARKABLE[status]}",
             (status, detail, event_id, recipient.address),
         )
 

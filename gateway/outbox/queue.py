@@ -8,7 +8,8 @@ the same transaction. Every function runs inside the caller's
 transaction.
 
 A recipient is queued, then deferred (a 4xx or no connection: tried
-again), sent (the smart host took it), bounced (refused: a 5xx from the
+again), sent (the smart host took it; delayed once a delivery report
+says it is delayed further on), bounced (refused: a 5xx from the
 smart host, or a delivery report from further on) or failed (given up
 without anyone refusing it: retries used up, or a message that could not
 be prepared or sent as it is).
@@ -36,6 +37,9 @@ from gateway.crm.steps import take_step
 QUEUED = "queued"
 DEFERRED = "deferred"
 SENT = "sent"
+# Taken by the smart host, then reported delayed further on (a DSN): not
+# ours to send again.
+DELAYED = "delayed"
 BOUNCED = "bounced"
 # A recipient given up on; also an attempt that ended its event's
 # delivery without any recipient taking it.
@@ -415,7 +419,7 @@ async def _outcome(
     if any(status in (QUEUED, DEFERRED) for _, status, _ in statuses):
         return Attempt(DEFERRED, attempts)
 
-    if any(status == SENT for _, status, _ in statuses):
+    if any(status in (SENT, DELAYED) for _, status, _ in statuses):
         if event is None:
             event = await get_event(db, event_id)
         comment = (

@@ -119,10 +119,10 @@ async def test_a_bounce_marks_our_recipient_bounced_and_adds_no_event(
     assert logged["failed"] == ["max@example.net"]
 
 
-async def test_a_delay_report_marks_the_recipient_deferred(
+async def test_a_delay_report_marks_the_recipient_delayed(
     store: Store, organisation: Organisation
 ) -> None:
-    """Action delayed: the recipient is deferred, not bounced."""
+    """Action delayed: the recipient is delayed, not bounced."""
     sent = await _sent(store, organisation)
 
     await _ingest(
@@ -133,7 +133,43 @@ async def test_a_delay_report_marks_the_recipient_deferred(
         event = await get_event(db, sent.id)
     assert [p.delivery_status for p in event.recipients] == [
         None,
-        "deferred",
+        "delayed",
+    ]
+
+
+async def _set_statuses(store: Store, event_id: int, *statuses: str) -> None:
+    """Give the event's recipients these statuses, in their order."""
+    async with store.transaction() as db:
+        for position, status in enumerate(statuses):
+            await db.execute(
+                "UPDATE event_recipient SET delivery_status = ? "
+                "WHERE event_id = ? AND position = ?",
+                (status, event_id, position),
+            )
+
+
+async def test_a_delay_report_never_puts_a_recipient_back_in_the_queue(
+    store: Store, organisation: Organisation
+) -> None:
+    """Delayed marks only a recipient the smart host took, never one the
+    outbox would send to; a refusal already known stays."""
+    sent = await _sent(store, organisation)
+    await _set_statuses(store, sent.id, "sent", "bounced")
+
+    await _ingest(
+        store,
+        _report(
+            SENT_ID,
+            ("max@example.net", "delayed", "4.4.1"),
+            ("eva@example.net", "delayed", "4.4.1"),
+        ),
+    )
+
+    async with store.reading() as db:
+        event = await get_event(db, sent.id)
+    assert [p.delivery_status for p in event.recipients] == [
+        "delayed",
+        "bounced",
     ]
 
 
