@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
@@ -82,7 +82,8 @@ class Store:
         """Open (creating and migrating if need be) the store of settings.
 
         Raises StoreUnavailable when the directory or database cannot be
-        opened, or was written by a newer mailgate.
+        opened, or was written by a newer mailgate. On any error, what was
+        opened is closed again: no connection thread outlives the call.
         """
         data_dir = settings.data_dir.resolve()
         path = data_dir / DATABASE_NAME
@@ -98,27 +99,33 @@ class Store:
             await migrate(writer)
             reader = await _connect(path, settings.busy_timeout_ms)
             opened.append(reader)
-        except (OSError, sqlite3.Error, NewerSchema) as error:
-            for connection in opened:
-                await connection.close()
-            raise StoreUnavailable(
-                f"cannot open the store in {data_dir}: {error}"
-            ) from error
+            store = cls(data_dir, writer, reader, settings.busy_timeout_ms)
+        except BaseException as error:
+            await _close_all(opened)
+            if isinstance(error, (OSError, sqlite3.Error, NewerSchema)):
+                raise StoreUnavailable(
+                    f"cannot open the store in {data_dir}: {error}"
+                ) from error
+            raise
 
-        return cls(data_dir, writer, reader, settings.busy_timeout_ms)
+        return store
 
     async def close(self) -> None:
         """Close the connections and let the blob fsync threads end.
 
-        A background checkpoint under way is waited for first.
+        A background checkpoint under way is waited for first. Each
+        connection is closed even when closing another fails; the first
+        error is raised then.
         """
         if self._checkpoint is not None:
             await self._checkpoint
+        connections: list[aiosqlite.Connection] = [self._reader, self._writer]
         if self._checkpointer is not None:
-            await self._checkpointer.close()
-        await self._reader.close()
-        await self._writer.close()
-        self.blobs.close()
+            connections.append(self._checkpointer)
+        try:
+            await _close_all(connections)
+        finally:
+            self.blobs.close()
 
     async def set_read_only(self, read_only: bool) -> None:
         """Refuse (or allow again) every write through this store.
@@ -306,16 +313,56 @@ async def _connect(path: Path, busy_timeout_ms: int) -> _Connection:
         ),
         iter_chunk_size=64,
     )
-    await connection
-    connection.row_factory = aiosqlite.Row
-    await connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-    await connection.execute("PRAGMA foreign_keys = ON")
-    # FULL: a commit is on disk before we answer anyone that it is stored.
-    await connection.execute("PRAGMA synchronous = FULL")
-    # Each job of a group commit runs in a savepoint, whose journal of
-    # page images SQLite spills to a temporary file past 64 KiB: dozens
-    # of writes a message. In memory, a rollback to the savepoint still
-    # restores the pages; the WAL and its fsync are unchanged.
-    await connection.execute("PRAGMA temp_store = MEMORY")
+    try:
+        await connection
+        connection.row_factory = aiosqlite.Row
+        await connection.execute(
+            f"PRAGMA busy_timeout = {int(busy_timeout_ms)}"
+        )
+        await connection.execute("PRAGMA foreign_keys = ON")
+        # FULL: a commit is on disk before we answer anyone that it is
+        # stored. The first statement that reads the file: a read-only
+        # directory or a file that is no database fails here.
+        await connection.execute("PRAGMA synchronous = FULL")
+        # Each job of a group commit runs in a savepoint, whose journal of
+        # page images SQLite spills to a temporary file past 64 KiB: dozens
+        # of writes a message. In memory, a rollback to the savepoint still
+        # restores the pages; the WAL and its fsync are unchanged.
+        await connection.execute("PRAGMA temp_store = MEMORY")
+    except BaseException:
+        await _close_all([connection])
+        raise
 
     return connection
+
+
+async def _end_thread(connection: aiosqlite.Connection) -> None:
+    """Wait until the thread of a connection that failed to connect ends.
+
+    aiosqlite stops it on its own then, but answers the stop through the
+    event loop: were the loop closed first, the thread would die with a
+    traceback on stderr.
+
+    Limitation: this reads aiosqlite's private ``_thread`` (0.20 to
+    0.22), as _Connection does ``_execute``.
+    """
+    thread = connection._thread
+    if thread.is_alive():
+        await asyncio.to_thread(thread.join)
+
+
+async def _close_all(connections: Sequence[aiosqlite.Connection]) -> None:
+    """Close every connection and end its thread, even if one fails.
+
+    aiosqlite's thread is not a daemon thread: one left running keeps the
+    process from exiting.
+    """
+    errors: list[BaseException] = []
+    for connection in connections:
+        try:
+            await connection.close()
+            await _end_thread(connection)
+        except BaseException as error:
+            errors.append(error)
+    if errors:
+        raise errors[0]

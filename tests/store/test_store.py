@@ -167,6 +167,102 @@ def test_the_cli_refuses_a_newer_store_with_one_line(
     assert "upgrade mailgate" in refused.error
 
 
+def _connection_threads() -> set[threading.Thread]:
+    """Return the live aiosqlite connection threads of this process."""
+    return {
+        thread
+        for thread in threading.enumerate()
+        if "_connection_worker_thread" in thread.name
+    }
+
+
+def _spoil(data_dir: Path, how: str) -> None:
+    """Make the store in data_dir one that SQLite cannot open, as root too.
+
+    chmod stops no write by root, which the tests may run as: a database
+    file that is no database fails at the first statement that reads it
+    (as a read-only directory does), and a directory in its place fails
+    at the connection itself.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    database = data_dir / DATABASE_NAME
+    if how == "not-a-database":
+        database.write_bytes(bytes(range(256)) * 64)
+    else:
+        database.mkdir()
+
+
+@pytest.mark.parametrize("how", ["not-a-database", "a-directory"])
+async def test_a_store_that_cannot_be_opened_leaves_no_thread(
+    settings: Settings, data_dir: Path, how: str
+) -> None:
+    """StoreUnavailable, and every connection opened on the way is closed."""
+    _spoil(data_dir, how)
+    before = _connection_threads()
+
+    with pytest.raises(StoreUnavailable, match="cannot open the store"):
+        await Store.open(settings.store)
+
+    assert _connection_threads() == before
+
+
+@pytest.mark.parametrize("how", ["not-a-database", "a-directory"])
+def test_the_cli_exits_with_one_line_on_a_store_it_cannot_open(
+    data_dir: Path, how: str
+) -> None:
+    """The console script ends (no hang, no traceback) with exit code 1."""
+    _spoil(data_dir, how)
+
+    ended = subprocess.run(
+        [sys.executable, "-m", "gateway", "contact", "list"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert ended.returncode == 1
+    assert len(ended.stderr.strip().splitlines()) == 1, ended.stderr
+    assert "cannot open the store in" in ended.stderr
+
+
+def test_the_cli_exits_on_a_read_only_data_directory(
+    mailgate: Mailgate, data_dir: Path, tmp_path: Path
+) -> None:
+    """A store on a read-only mount: one line and exit code 1, no hang.
+
+    The mount is a read-only bind mount in a private mount namespace,
+    which needs root (or the capability); without it the test is skipped.
+    """
+    mailgate("contact", "list")
+    mount_point = tmp_path / "read-only"
+    mount_point.mkdir()
+    script = (
+        f"mount --bind -o ro {data_dir} {mount_point} && "
+        f"exec {sys.executable} -m gateway contact list"
+    )
+    probe = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"mount --bind -o ro / {mount_point}"],
+        capture_output=True,
+        check=False,
+    )
+    if probe.returncode != 0:
+        pytest.skip("no read-only bind mount here (needs root)")
+
+    ended = subprocess.run(
+        ["unshare", "-m", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "MAILGATE_STORE_DATA_DIR": str(mount_point)},
+    )
+
+    assert ended.returncode == 1
+    assert len(ended.stderr.strip().splitlines()) == 1, ended.stderr
+    assert "cannot open the store in" in ended.stderr
+
+
 async def test_the_database_is_in_wal_mode(
     settings: Settings, data_dir: Path
 ) -> None:
