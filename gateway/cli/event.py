@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from email.errors import MessageError
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,11 @@ def list_(
     )
 
 
+# What rendering a stored event as a mail raises when a value does not fit
+# in it (the stdlib refuses a header value with a line break).
+UNRENDERABLE = (ValueError, MessageError)
+
+
 @command.command("show")
 @click.argument("event_id", type=ROW_ID, metavar="ID")
 @click.option(
@@ -199,23 +205,28 @@ def show(app: App, event_id: int, raw: bool, as_json: bool) -> None:
             document["causality_chain"] = [summary(e) for e in chain]
             if not rendered_by_us(event):
                 return document
+            entry = await entry_of(db, event_id)
+            document["delivery"] = entry.to_json() if entry else None
             try:
                 mail = await render_event(
                     db, store.blobs, event, bounce_domain=bounce_domain
                 )
-            except (OSError, ValueError) as error:
-                # A kept file gone, or a field stored with a line break.
+                headers = [list(field) for field in mail.headers()]
+            except OSError as error:
                 raise MailgateError(
                     f"cannot render event {event_id}: {error}"
                 ) from None
-            entry = await entry_of(db, event_id)
+            except UNRENDERABLE as error:
+                # A stored value the mail cannot carry (a line break in a
+                # header field): the rest of the event is still shown.
+                document["outgoing_mail"] = {"error": str(error)}
+                return document
         document["outgoing_mail"] = {
             "mail_from": mail.mail_from,
             "rcpt_tos": list(mail.rcpt_tos),
-            "headers": [list(field) for field in mail.headers()],
+            "headers": headers,
             "raw": mail.message.decode("utf-8", "replace") if raw else None,
         }
-        document["delivery"] = entry.to_json() if entry else None
 
         return document
 
@@ -231,7 +242,7 @@ def show(app: App, event_id: int, raw: bool, as_json: bool) -> None:
             if event.raw_sha256 is None:
                 raise NotFound(f"event {event_id} has no message")
             return store.blobs.read(event.raw_sha256)
-        except (OSError, ValueError) as error:
+        except (OSError, *UNRENDERABLE) as error:
             raise MailgateError(
                 f"cannot read the message of event {event_id}: {error}"
             ) from None
@@ -386,6 +397,9 @@ def _describe_mail(document: dict[str, Any]) -> list[str]:
     mail = document.get("outgoing_mail")
     if not mail:
         return []
+
+    if "error" in mail:
+        return [f"As it will be sent: cannot render it: {mail['error']}"]
 
     lines = ["As it will be sent:"]
     lines.extend(f"  {name}: {value}" for name, value in mail["headers"])

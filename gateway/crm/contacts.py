@@ -20,6 +20,7 @@ from gateway.addresses import (
     normalize_address,
 )
 from gateway.clock import now_text
+from gateway.crm.text import flattened, one_line
 from gateway.crm.vocabulary import MANAGER, ROLES
 from gateway.errors import InvalidInput, NotFound
 
@@ -86,6 +87,8 @@ async def add_organisation(
 ) -> Contact:
     """Create an organisation; InvalidInput if the name or a domain is taken.
 
+    A name that is not one line (a control character) is refused too.
+
     A department is an organisation whose parent is internal: it is
     internal too.
 
@@ -94,7 +97,7 @@ async def add_organisation(
     up) is refused here; moving an address and its history from one
     contact to another is not built yet.
     """
-    name = name.strip()
+    name = one_line(name, "name")
     if not name:
         raise InvalidInput("an organisation needs a name")
     if await _organisation_id(db, name) is not None:
@@ -129,8 +132,8 @@ async def add_person(
 
     Without an organisation, the person joins the one owning the domain of
     their address, if any (as ``ensure_contact`` does). Raises InvalidInput
-    when an address belongs to someone already or a role is unknown,
-    NotFound when the organisation does not exist.
+    when an address belongs to someone already, a role is unknown or the
+    name is not one line, NotFound when the organisation does not exist.
     """
     parent_id: int | None
     if organisation is not None:
@@ -140,11 +143,12 @@ async def add_person(
             db, domain_of(normalize(address))
         )
     roles = _checked_roles(roles)
+    name = one_line(name, "name")
 
     cursor = await db.execute(
         "INSERT INTO contact (kind, name, parent_id, created_at) "
         "VALUES (?, ?, ?, ?)",
-        (PERSON, name.strip() or address, parent_id, now_text()),
+        (PERSON, name or address, parent_id, now_text()),
     )
     contact_id = _row_id(cursor)
     await _add_addresses(db, contact_id, [address, *extra_addresses])
@@ -169,16 +173,17 @@ async def update_person(
 
     This is how a contact first created from inbound mail becomes one of
     our staff. Raises NotFound for an unknown address, InvalidInput for an
-    unknown role or an address that is someone else's.
+    unknown role, a name that is not one line or an address that is
+    someone else's.
     """
     person = await find_by_address(db, address)
     if person is None or person.kind != PERSON:
         raise NotFound(f"no person with address {address}")
 
-    if name is not None and name.strip():
+    if name is not None and one_line(name, "name"):
         await db.execute(
             "UPDATE contact SET name = ? WHERE id = ?",
-            (name.strip(), person.id),
+            (one_line(name, "name"), person.id),
         )
     if organisation is not None:
         await db.execute(
@@ -234,7 +239,9 @@ async def ensure_contact(
     """Return the contact of an address, creating an external person.
 
     A new person whose domain belongs to a known organisation is placed in
-    it (and so is staff when that organisation is internal).
+    it (and so is staff when that organisation is internal). The name
+    (a display name from a mail) is kept with its control characters
+    made spaces.
     """
     found = await find_by_address(db, address)
     if found is not None:
@@ -245,7 +252,7 @@ async def ensure_contact(
     cursor = await db.execute(
         "INSERT INTO contact (kind, name, parent_id, created_at) "
         "VALUES (?, ?, ?, ?)",
-        (PERSON, name.strip() or address, organisation, now_text()),
+        (PERSON, flattened(name) or address, organisation, now_text()),
     )
     contact_id = _row_id(cursor)
     await _add_addresses(db, contact_id, [address])

@@ -26,6 +26,7 @@ from gateway.crm.contacts import (
     get_contact,
     normalize,
 )
+from gateway.crm.text import one_line
 from gateway.crm.vocabulary import EVENT_TYPES, MAIL_MESSAGE, parse_word
 from gateway.errors import InvalidInput, NotFound
 
@@ -196,8 +197,9 @@ async def create_event(
     sender (one of ours: outgoing) unless given. The author (``actor``; None
     for the gateway) is the assignee unless ``assignee_ids`` says otherwise.
     An outgoing Mail Message without a Message-ID gets a new one, kept for
-    every attempt to send it. Raises InvalidInput for an unknown type, no
-    recipient, a bad address or a missing causality or ticket.
+    every attempt to send it. Raises InvalidInput for an unknown type, a
+    title that is not one line, no recipient, a bad address or a missing
+    causality or ticket.
     """
     event_id = await insert_event(
         db, new, actor, transition=transition, comment=comment
@@ -226,6 +228,7 @@ async def insert_event(
     just read the causality and ticket, which are not looked up again.
     """
     event_type = parse_word(new.type, EVENT_TYPES, "event type")
+    title = one_line(new.title, "title")
     if not (new.to or new.cc or new.bcc):
         raise InvalidInput("an event needs at least one recipient")
     if new.causality_id is not None and not links_checked:
@@ -260,7 +263,7 @@ async def insert_event(
         (
             event_type,
             new.nature,
-            new.title,
+            title,
             new.content,
             new.content_html,
             sender.id,

@@ -10,6 +10,7 @@ import aiosqlite
 from gateway.clock import now_text
 from gateway.crm import history
 from gateway.crm.contacts import Contact
+from gateway.crm.text import one_line
 from gateway.crm.vocabulary import TICKET_TYPES, parse_word
 from gateway.errors import InvalidInput, NotFound
 from workflow import Role
@@ -49,9 +50,13 @@ class Ticket:
 async def create_ticket(
     db: aiosqlite.Connection, ticket_type: str, title: str, actor: Contact
 ) -> Ticket:
-    """Create a draft ticket, with its first history row."""
+    """Create a draft ticket, with its first history row.
+
+    Raises InvalidInput for an unknown type or a title that is empty or
+    not one line.
+    """
     ticket_type = parse_word(ticket_type, TICKET_TYPES, "ticket type")
-    title = title.strip()
+    title = one_line(title, "title")
     if not title:
         raise InvalidInput("a ticket needs a title")
 

@@ -21,7 +21,9 @@ _FOLD = re.compile(r"\r\n(?=[ \t])|\n(?=[ \t])|\r(?=[ \t])")
 # A line break not followed by white space (a broken fold) and NUL.
 _STRAY = re.compile(r"[\r\n\x00]")
 
-_CONTROL_SPACE = re.compile(r"[\t\r\n\x0b\x0c]")
+# Every control character (C0, DEL, C1) and the Unicode line separators:
+# the text becomes a title or a name, which must fit on one line.
+_CONTROL_SPACE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def unfold(value: str) -> str:
@@ -63,7 +65,7 @@ def decode_encoded_words(text: str, problems: list[str]) -> str:
 
 
 def one_line(text: str) -> str:
-    """Turn tabs and line breaks into spaces and trim the ends."""
+    """Turn control characters and line breaks into spaces; trim the ends."""
     return _CONTROL_SPACE.sub(" ", text).strip()
 
 
