@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -54,6 +55,35 @@ _WORD = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
 
 class SettingsError(Exception):
     """A setting is missing, unknown or of the wrong form."""
+
+
+def _readable_file(path: Path) -> Path:
+    """Check that a configured file exists and can be read now.
+
+    A file named in the settings (a certificate, a password) is read
+    later, at the first connection: a wrong path found then would name
+    neither the file nor the setting.
+    """
+    if not path.exists():
+        raise ValueError(f"expected a readable file; {str(path)!r} is missing")
+    if not path.is_file():
+        raise ValueError(
+            f"expected a readable file; {str(path)!r} is not a file"
+        )
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"expected a readable file; cannot read {str(path)!r}: "
+            f"{error.strerror or error}"
+        ) from None
+
+    return path
+
+
+# A file that must exist and be readable when the settings are loaded.
+ReadableFile = Annotated[Path, AfterValidator(_readable_file)]
 
 
 class Section(BaseModel):
@@ -143,10 +173,10 @@ class ImapMailboxSettings(Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 0
     tls: Literal["implicit", "starttls", "none"] = "implicit"
     # A PEM file of the authorities to trust instead of the system's.
-    tls_ca_file: Path | None = None
+    tls_ca_file: ReadableFile | None = None
     user: Annotated[str, Field(min_length=1)]
     password: SecretStr | None = None
-    password_file: Path | None = None
+    password_file: ReadableFile | None = None
     password_env: str | None = None
     folder: Annotated[str, Field(min_length=1)] = "INBOX"
     # Our address the messages were delivered to.
@@ -292,8 +322,8 @@ class SubmissionSettings(Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 2587
     # True: TLS from the first octet (RFC 8314 3.3); false: STARTTLS.
     implicit_tls: bool = False
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
+    tls_cert_file: ReadableFile | None = None
+    tls_key_file: ReadableFile | None = None
     allow_plain_loopback: bool = False
     # The name in the greeting; empty: this machine's.
     hostname: str = ""
@@ -329,7 +359,7 @@ class OutboxSettings(Section):
     port: Annotated[int, Field(ge=0, le=65535)] = 0
     tls: Literal["starttls", "implicit", "none"] = "starttls"
     # A PEM file of the authorities to trust instead of the system's.
-    tls_ca_file: Path | None = None
+    tls_ca_file: ReadableFile | None = None
     username: str = ""
     password: SecretStr | None = None
     # The name we give in EHLO; empty: this machine's.

@@ -238,6 +238,42 @@ WRONG = [
         "mailgate.toml: Expected ']'",
         id="file-syntax",
     ),
+    pytest.param(
+        {
+            "MAILGATE_SUBMISSION_ENABLED": "true",
+            "MAILGATE_SUBMISSION_TLS_CERT_FILE": "/nonexistent/cert.pem",
+            "MAILGATE_SUBMISSION_TLS_KEY_FILE": "/nonexistent/key.pem",
+        },
+        None,
+        "setting submission.tls_cert_file: Value error, expected a readable "
+        "file; '/nonexistent/cert.pem' is missing",
+        id="environment-missing-certificate",
+    ),
+    pytest.param(
+        {"MAILGATE_SUBMISSION_TLS_KEY_FILE": "/"},
+        '[submission]\ntls_cert_file = "/etc/passwd"\n',
+        "setting submission.tls_key_file: Value error, expected a readable "
+        "file; '/' is not a file",
+        id="file-key-is-a-folder",
+    ),
+    pytest.param(
+        {"MAILGATE_OUTBOX_TLS_CA_FILE": "/nonexistent/ca.pem"},
+        None,
+        "setting outbox.tls_ca_file: Value error, expected a readable file",
+        id="environment-missing-authorities",
+    ),
+    pytest.param(
+        {},
+        "[[imap.mailboxes]]\n"
+        'name = "support"\n'
+        'host = "imap.example.com"\n'
+        'user = "support@example.com"\n'
+        'password_file = "/nonexistent/support.password"\n'
+        'address = "support@example.com"\n',
+        "setting imap.mailboxes.0.password_file: Value error, expected a "
+        "readable file; '/nonexistent/support.password' is missing",
+        id="file-missing-password-file",
+    ),
 ]
 
 
@@ -263,6 +299,26 @@ def test_a_wrong_setting_stops_mailgate_with_one_line(
     assert len(stopped.error.splitlines()) == 1
     assert stopped.error.startswith("Error: ")
     assert expected in stopped.error
+
+
+def test_serve_names_a_missing_certificate_file(
+    mailgate_process: MailgateProcess,
+) -> None:
+    """The tester's command: one line naming the setting, not an OSError."""
+    stopped = mailgate_process(
+        "serve",
+        env={
+            "MAILGATE_SUBMISSION_ENABLED": "true",
+            "MAILGATE_SUBMISSION_TLS_CERT_FILE": "/nonexistent",
+            "MAILGATE_SUBMISSION_TLS_KEY_FILE": "/nonexistent",
+        },
+    )
+
+    assert stopped.returncode == 1
+    assert stopped.stderr.strip().splitlines() == [
+        "Error: setting submission.tls_cert_file: Value error, expected a "
+        "readable file; '/nonexistent' is missing (got '/nonexistent')"
+    ]
 
 
 def test_a_missing_configuration_file_is_named(
