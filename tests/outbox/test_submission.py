@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import smtplib
 import sqlite3
 import ssl
@@ -307,6 +308,26 @@ async def test_bcc_is_kept_but_never_shown(
     assert "hidden@example.net" in rendered.rcpt_tos
     assert b"hidden@example.net" not in head
     assert b"Bcc" not in head
+
+
+@pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN"])
+async def test_a_login_logs_no_deprecation_warning(
+    store: Store,
+    staff: Staff,
+    submit: Submit,
+    caplog: pytest.LogCaptureFixture,
+    mechanism: str,
+) -> None:
+    """aiosmtpd's deprecated Session.login_data is never used."""
+    with caplog.at_level(logging.DEBUG, logger="mail.log"):
+        reply = await submit(_message(staff), mechanism=mechanism)
+
+    assert reply.code == 250
+    assert [
+        record.getMessage()
+        for record in caplog.records
+        if "deprecated" in record.getMessage()
+    ] == []
 
 
 def test_password_is_set_from_the_cli_and_only_hashed(
