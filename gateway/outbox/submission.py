@@ -182,7 +182,12 @@ class SubmissionHandler:
             log.error("submission.parser_failed", error=repr(error))
             return replies.LOCAL_ERROR
 
-        log = log.bind(message_id=parsed.message_id)
+        # A Message-ID the parser made up is not the one the event gets.
+        log = log.bind(
+            message_id=None
+            if parsed.message_id_synthetic
+            else parsed.message_id
+        )
         try:
             owned = parsed.sender is not None and await self._owns(
                 login, parsed.sender.email
@@ -231,6 +236,7 @@ class SubmissionHandler:
         log.info(
             "submission.accepted",
             event_id=event.id,
+            message_id=event.message_id,
             state=event.state,
             causality=event.causality_id,
         )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 import trustme
 from click.testing import CliRunner
+from structlog.testing import capture_logs
 
 from gateway.cli.main import main
 from gateway.crm.events import get_event, history_of, list_events
@@ -328,6 +329,30 @@ async def test_a_login_logs_no_deprecation_warning(
         for record in caplog.records
         if "deprecated" in record.getMessage()
     ] == []
+
+
+async def test_accepted_logs_the_message_id_the_event_got(
+    store: Store, staff: Staff, submit: Submit
+) -> None:
+    """A message without Message-ID: the log names the one made for it."""
+    raw = mail(
+        f"From: Maria Staff <{staff.maria}>",
+        f"To: {staff.customer}",
+        "Subject: No Message-ID",
+        body="Hello\r\n",
+    )
+
+    with capture_logs() as logs:
+        reply = await submit(raw)
+
+    assert reply.code == 250
+    event_id = await _only_event(store)
+    async with store.reading() as db:
+        event = await get_event(db, event_id)
+    accepted = [e for e in logs if e["event"] == "submission.accepted"]
+    assert [e["message_id"] for e in accepted] == [event.message_id]
+    assert event.message_id is not None
+    assert "mailgate.invalid" not in event.message_id
 
 
 def test_password_is_set_from_the_cli_and_only_hashed(
