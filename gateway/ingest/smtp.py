@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -19,7 +20,11 @@ import structlog
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from gateway.addresses import InvalidAddress, normalize_address
+from gateway.addresses import (
+    InvalidAddress,
+    address_key,
+    normalize_address,
+)
 from gateway.crm.contacts import our_mailbox
 from gateway.ingest import replies
 from gateway.ingest.pipeline import Delivery, Ingestor
@@ -134,7 +139,7 @@ class InboundHandler:
                     # Received field goes apart, not into a second copy.
                     raw=content,
                     trace=self._received(session, envelope),
-                    mailboxes=tuple(envelope.rcpt_tos),
+                    mailboxes=distinct_mailboxes(envelope.rcpt_tos),
                     source="lmtp" if self.lmtp else "smtp",
                     mail_from=mail_from,
                     peer=_peer(session),
@@ -171,6 +176,21 @@ class InboundHandler:
         )
 
         return field.encode("utf-8", errors="replace")
+
+
+def distinct_mailboxes(rcpt_tos: Iterable[str]) -> tuple[str, ...]:
+    """Return the envelope recipients once each, in the order first given.
+
+    ``SUPPORT@example.com`` and ``support@example.com`` are one mailbox
+    (the store finds a contact by either spelling): the first spelling
+    is kept. The envelope itself keeps every RCPT, as LMTP answers each
+    one (RFC 2033 4.2).
+    """
+    seen: dict[str, str] = {}
+    for mailbox in rcpt_tos:
+        seen.setdefault(address_key(mailbox).casefold(), mailbox)
+
+    return tuple(seen.values())
 
 
 def _peer(session: Session) -> str | None:

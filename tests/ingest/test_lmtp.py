@@ -81,6 +81,25 @@ async def test_each_accepted_recipient_gets_its_own_reply_after_data(
     ]
 
 
+async def test_a_mailbox_named_twice_gets_two_replies_and_one_entry(
+    store: Store, organisation: Organisation, lmtp_listener: Listener
+) -> None:
+    """Each RCPT is answered after DATA; the event names the mailbox once."""
+    rcpt, data, noop = await asyncio.to_thread(
+        _lmtp_session,
+        lmtp_listener.port,
+        [organisation.support, organisation.support.upper()],
+    )
+
+    assert [code for code, _ in rcpt] == [250, 250]
+    assert [code for code, _ in data] == [250, 250]
+    assert noop == (250, b"OK")
+    [event_id] = await _event_ids(store)
+    async with store.reading() as db:
+        event = await get_event(db, event_id)
+    assert event.details["mailboxes"] == [organisation.support]
+
+
 async def test_a_refused_recipient_among_accepted_ones_gets_no_data_reply(
     store: Store, organisation: Organisation, lmtp_listener: Listener
 ) -> None:

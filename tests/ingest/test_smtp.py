@@ -306,6 +306,35 @@ async def test_one_message_to_two_of_our_mailboxes_is_one_event(
     assert [e.id for e in to_deliver.events] == [event_id]
 
 
+async def test_a_mailbox_named_twice_in_other_case_is_kept_once(
+    store: Store, organisation: Organisation, send_mail: SendMail
+) -> None:
+    """RCPT support@ then SUPPORT@: one mailbox, spelled as first given."""
+    local_part, _, domain = organisation.support.partition("@")
+    shouted = f"{local_part.upper()}@{domain.upper()}"
+
+    reply = await send_mail(
+        MESSAGE, [organisation.support, shouted, organisation.sales]
+    )
+
+    assert reply.code == 250
+    [event_id] = await _events_with(store, MESSAGE_ID)
+    async with store.reading() as db:
+        event = await get_event(db, event_id)
+        receipts = await db.execute_fetchall(
+            "SELECT mailbox FROM receipt WHERE event_id = ? ORDER BY id",
+            (event_id,),
+        )
+    assert event.details["mailboxes"] == [
+        organisation.support,
+        organisation.sales,
+    ]
+    assert [row[0] for row in receipts] == [
+        organisation.support,
+        organisation.sales,
+    ]
+
+
 async def test_the_same_message_in_two_sessions_is_one_event_both_250(
     store: Store, send_mail: SendMail
 ) -> None:
