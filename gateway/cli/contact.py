@@ -170,8 +170,9 @@ def list_(app: App, as_json: bool) -> None:
     is_flag=True,
     help="Read the password from the first line of standard input.",
 )
+@json_option
 @pass_app
-def password(app: App, email: str, from_stdin: bool) -> None:
+def password(app: App, email: str, from_stdin: bool, as_json: bool) -> None:
     """Set the password our person EMAIL logs in with to send mail.
 
     Only a salted hash of it is stored.
@@ -193,4 +194,8 @@ def password(app: App, email: str, from_stdin: bool) -> None:
         return person
 
     person = app.run(operation)
-    click.echo(f"password set for {person.email}")
+    emit(
+        {"id": person.id, "email": person.email, "password_set": True},
+        as_json,
+        f"password set for {person.email}",
+    )

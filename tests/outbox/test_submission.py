@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import smtplib
 import sqlite3
@@ -378,9 +379,25 @@ def test_password_is_set_from_the_cli_and_only_hashed(
         ["contact", "password", "maria@example.com", "--password-stdin"],
         input="short\n",
     )
+    as_json = runner.invoke(
+        main,
+        [
+            "contact",
+            "password",
+            "maria@example.com",
+            "--password-stdin",
+            "--json",
+        ],
+        input="third secret 3\n",
+    )
 
     assert prompted.exit_code == 0, prompted.output
     assert piped.exit_code == 0, piped.output
+    assert as_json.exit_code == 0, as_json.output
+    answer = json.loads(as_json.stdout)
+    assert answer["email"] == "maria@example.com"
+    assert answer["password_set"] is True
+    assert isinstance(answer["id"], int)
     assert short.exit_code == 1
     connection = sqlite3.connect(data_dir / DATABASE_NAME)
     try:
