@@ -6,12 +6,12 @@ takes over when the batch was full (more mail is likely waiting). A
 connection the smart host ended meanwhile is opened anew. What the smart host
 answered (``sent`` with its reply, or the recipients deferred: 4xx, no
 connection, retried later, waiting longer each time, failed once
-``max_attempts`` are used up; or bounced: 5xx, final) is committed for
-several events together, one commit and fsync for all: when the batch
-ends, or before the next send once the oldest answer has waited
-``RECORD_AFTER_SECONDS`` (less with a short lease).
-Each outcome is committed well before its lease runs out, so no other
-worker takes the event meanwhile. While the smart host handles one
+``max_attempts`` are used up; or bounced: 5xx, final) is committed at
+once, while the next message is already on its way: the commit runs
+beside the send, and answers that come while a commit is under way go
+in the next one, as soon as it is done. So each outcome is committed
+well before its lease runs out, and no other worker takes the event
+meanwhile. While the smart host handles one
 message, the next event's lease is checked and its message rendered,
 instead of waiting idle for the reply. Only ``confirmed`` events are
 ever claimed, so a planned one is never sent.
@@ -20,11 +20,11 @@ Limitation: a worker that stops between the smart host's acceptance and
 the commit of ``sent`` (a crash, a failed commit, or a reply lost to a
 timeout) leaves the message to be sent again once its lease runs out,
 with the same Message-ID; that retry is logged as
-``outbox.possible_duplicate``. Answers committed together widen that
-window from one message to those answered within the last
-``RECORD_AFTER_SECONDS``; a stop that lets the worker run its cleanup
-(shutdown, cancellation) still commits them. Closing the window needs
-the smart host's cooperation, which SMTP does not give.
+``outbox.possible_duplicate``. The window is the time of one commit
+(milliseconds): the answers that came while the commit before theirs
+ran, most often one message; a stop that lets the worker run its
+cleanup (shutdown, cancellation) still commits them. Closing the window
+needs the smart host's cooperation, which SMTP does not give.
 Limitation: a manager who cancels an event while it is being sent (or
 while the message before it is, once it is rendered) does not stop that
 send; the event stays cancelled, its outcome is not recorded and the
@@ -39,7 +39,6 @@ import os
 import socket
 import sqlite3
 import ssl
-import time
 import uuid
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -65,10 +64,6 @@ from gateway.store import Store, StoreUnavailable
 from workflow import TransitionRefused
 
 logger = structlog.get_logger(__name__)
-
-# How long the smart host's answers may wait to be committed together:
-# short, for a crash in that window sends them again (see above).
-RECORD_AFTER_SECONDS = 0.5
 
 # Called at named moments of a send ("claimed", "answered", "committed")
 # with the event's id; tests use it to stop a worker at a precise point.
@@ -102,8 +97,6 @@ class Answer:
     claim: Claim
     results: list[RecipientResult]
     reply: str
-    # When it was answered (time.monotonic).
-    at: float
 
 
 class Outbox:
@@ -130,10 +123,6 @@ class Outbox:
         self._stopping = asyncio.Event()
         # The connection of a full batch, kept for the next one.
         self._kept: aiosmtplib.SMTP | None = None
-        # The lease must outlast the wait: committed at a quarter of it.
-        self._record_after = min(
-            RECORD_AFTER_SECONDS, settings.lease_seconds / 4
-        )
 
     def retry_delay(self, attempts: int) -> float:
         """Return the seconds to wait after ``attempts`` failed attempts."""
@@ -220,10 +209,11 @@ class Outbox:
         # The next event's lease check and rendering, run while the smart
         # host handles the one before (this process is idle meanwhile).
         ahead: asyncio.Task[Attempt | OutgoingMail] | None = None
+        # The commit of the answers so far, run beside the next send.
+        recording: asyncio.Task[None] | None = None
         try:
             while remaining and not self._stopping.is_set():
-                if answers and self._record_due(answers[0]):
-                    await self._record(answers, report)
+                recording = self._recording(recording, answers, report)
                 if client is None or not client.is_connected:
                     # Prepared for a connection that is gone: done again.
                     await _cancelled(ahead)
@@ -241,6 +231,7 @@ class Outbox:
                 if remaining and not self._stopping.is_set():
                     ahead = asyncio.create_task(self._prepare(remaining[0]))
                 answers.append(await self._transmit(client, item, prepared))
+                recording = self._recording(recording, answers, report)
         except BaseException:
             # Cancelled or failed mid-send: drop the connection at once (a
             # polite QUIT would wait for the answer still owed to us).
@@ -253,7 +244,11 @@ class Outbox:
                 await _cancelled(ahead)
                 # Even when cancelled: these were answered before the send
                 # that was interrupted, and would otherwise go out again.
-                await self._record(answers, report)
+                try:
+                    if recording is not None:
+                        await asyncio.shield(recording)
+                finally:
+                    await self._record(answers, report)
             finally:
                 if remaining:
                     await self._release(remaining)
@@ -379,14 +374,30 @@ class Outbox:
         The answer is left for ``_record`` to commit.
         """
         results, reply = await send_mail(client, mail, item.pending)
-        answered = time.monotonic()
         await self._reached("answered", item.event_id)
 
-        return Answer(item, results, reply, answered)
+        return Answer(item, results, reply)
 
-    def _record_due(self, oldest: Answer) -> bool:
-        """Return whether the answers waiting must be committed now."""
-        return time.monotonic() - oldest.at >= self._record_after
+    def _recording(
+        self,
+        recording: asyncio.Task[None] | None,
+        answers: list[Answer],
+        report: BatchReport,
+    ) -> asyncio.Task[None] | None:
+        """Start committing the waiting answers unless a commit runs.
+
+        Returns the commit under way, if any. A commit that failed
+        raises its error here (StoreUnavailable, TransitionRefused),
+        ending the batch as it would have inline.
+        """
+        if recording is not None:
+            if not recording.done():
+                return recording
+            recording.result()
+        if not answers:
+            return None
+
+        return asyncio.create_task(self._record(answers, report))
 
     async def _record(
         self, answers: list[Answer], report: BatchReport
