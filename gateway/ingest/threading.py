@@ -6,6 +6,14 @@ messages' References named; Outlook's Thread-Index; a tag of ours in the
 subject (``[#EVT-42]``, ``[#TKT-7]``). A match is trusted only when it names
 one event and the sender has a part in that event's ticket; otherwise the
 new event is left unlinked and set aside for triage with the candidates.
+
+Limitation: a match on an event that follows no ticket is trusted
+whoever the sender is, as the rule above says: a stranger who writes
+``[#EVT-42]`` in a subject (the numbers are guessable, unlike a
+Message-ID) links their mail to event 42 as its causality. Nothing is
+inherited then, since there is no ticket; asking for the sender's part
+in the event itself would also set aside the colleague who answers a
+forwarded mail, and is left for a rule of its own.
 """
 
 from __future__ import annotations
