@@ -63,6 +63,12 @@ def _readable_file(path: Path) -> Path:
     A file named in the settings (a certificate, a password) is read
     later, at the first connection: a wrong path found then would name
     neither the file nor the setting.
+
+    Limitation: the check runs wherever the settings are loaded, the CLI
+    included, and in sections that are switched off: a person who may not
+    read a configured secret runs the CLI as the gateway's own user, or
+    with a configuration of its own. Checking only in ``serve`` would need
+    the settings loaded in two ways.
     """
     if not path.exists():
         raise ValueError(f"expected a readable file; {str(path)!r} is missing")
