@@ -60,9 +60,17 @@ class Daemon:
         logger.info(
             "server.started",
             data_dir=str(self.store.data_dir),
-            listeners={item.protocol: item.port for item in self.listeners},
+            listeners=self.listening(),
             imap=[item.name for item in self.settings.imap.mailboxes],
         )
+
+    def listening(self) -> dict[str, int]:
+        """Return the port of each running listener, by protocol."""
+        ports = {item.protocol: item.port for item in self.listeners}
+        if self.submission is not None:
+            ports[self.submission.protocol] = self.submission.port
+
+        return ports
 
     def stop(self) -> None:
         """Ask the daemon to stop (safe from a signal handler)."""
