@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 from structlog.testing import capture_logs
 
 from gateway.server import Daemon
@@ -52,3 +55,30 @@ async def test_started_lists_every_running_listener_with_its_port(
         "submission": submission,
     }
     assert all(port > 0 for port in started["listeners"].values())
+
+
+async def test_start_removes_the_temporary_blob_files_a_crash_left(
+    settings: Settings, store: Store
+) -> None:
+    """A .in- file over an hour old goes at start; a fresh one stays."""
+    folder = store.blobs.root / "7f"
+    folder.mkdir(parents=True, exist_ok=True)
+    left, fresh = folder / ".in-left", folder / ".in-fresh"
+    left.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    two_hours_ago = time.time() - 7200
+    os.utime(left, (two_hours_ago, two_hours_ago))
+    quiet = SmtpSettings(enabled=False)
+    daemon = Daemon(settings.model_copy(update={"smtp": quiet}), store)
+
+    with capture_logs() as logs:
+        await daemon.start()
+    daemon.stop()
+    await daemon.wait()
+
+    [removed] = [
+        log for log in logs if log["event"] == "store.temporary_files_removed"
+    ]
+    assert removed["count"] == 1
+    assert not left.exists()
+    assert fresh.exists()
