@@ -29,6 +29,7 @@ from gateway.outbox.submission import (
 from gateway.outbox.worker import Outbox
 from gateway.settings import Settings
 from gateway.store import Store
+from gateway.store.blobs import TEMPORARY_MAX_AGE_SECONDS
 
 logger = structlog.get_logger(__name__)
 
@@ -47,7 +48,12 @@ class Daemon:
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
-        """Start every configured listener and IMAP poller."""
+        """Start every configured listener and IMAP poller.
+
+        First removes the temporary blob files a crash left behind.
+        """
+        await self._remove_temporary_files()
+
         smtp = self.settings.smtp
         if smtp.enabled:
             self.listeners.append(await start_listener(self.store, smtp))
@@ -60,9 +66,17 @@ class Daemon:
         logger.info(
             "server.started",
             data_dir=str(self.store.data_dir),
-            listeners={item.protocol: item.port for item in self.listeners},
+            listeners=self.listening(),
             imap=[item.name for item in self.settings.imap.mailboxes],
         )
+
+    def listening(self) -> dict[str, int]:
+        """Return the port of each running listener, by protocol."""
+        ports = {item.protocol: item.port for item in self.listeners}
+        if self.submission is not None:
+            ports[self.submission.protocol] = self.submission.port
+
+        return ports
 
     def stop(self) -> None:
         """Ask the daemon to stop (safe from a signal handler)."""
@@ -79,6 +93,14 @@ class Daemon:
             self._stop_outbound(),
         )
         logger.info("server.stopped")
+
+    async def _remove_temporary_files(self) -> None:
+        """Remove the blob files a killed writer left before their rename."""
+        removed = await asyncio.to_thread(
+            self.store.blobs.remove_temporary_files,
+            TEMPORARY_MAX_AGE_SECONDS,
+        )
+        logger.info("store.temporary_files_removed", count=removed)
 
     async def _start_outbound(self) -> None:
         """Start the submission listener and the outbox, as configured."""

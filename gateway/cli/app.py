@@ -68,8 +68,15 @@ class App:
 
 pass_app = click.make_pass_decorator(App)
 
+# The largest integer SQLite stores; a larger one would crash the query.
+SQLITE_MAX_INTEGER = 2**63 - 1
+
 # Row ids as SQLite stores them: positive 64-bit integers.
-ROW_ID = click.IntRange(1, 2**63 - 1)
+ROW_ID = click.IntRange(1, SQLITE_MAX_INTEGER)
+
+# A count of rows (a --limit), passed to SQLite: at least one, and within
+# its 64-bit range. Every integer option or argument uses one of these two.
+ROW_COUNT = click.IntRange(1, SQLITE_MAX_INTEGER)
 
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document."

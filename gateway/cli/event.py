@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from gateway.cli.app import (
+    ROW_COUNT,
     ROW_ID,
     App,
     add_step_commands,
@@ -126,9 +127,7 @@ def new(
 @click.option("--direction", type=click.Choice(DIRECTIONS))
 @click.option("--ticket", type=ROW_ID, metavar="ID")
 @click.option("--contact", metavar="EMAIL", help="Sent or received by.")
-@click.option(
-    "--limit", type=click.IntRange(1), default=100, show_default=True
-)
+@click.option("--limit", type=ROW_COUNT, default=100, show_default=True)
 @json_option
 @pass_app
 def list_(

@@ -13,7 +13,11 @@ from gateway.store import Store
 @json_option
 @pass_app
 def command(app: App, as_json: bool) -> None:
-    """Show each worklist of the acting person, with counts."""
+    """Show each worklist of the acting person, with counts.
+
+    Each heading gives the list's title, then its name as --json and the
+    README spell it, then how many events it holds.
+    """
 
     async def operation(store: Store) -> list[Worklist]:
         actor = await app.actor(store)
@@ -25,7 +29,7 @@ def command(app: App, as_json: bool) -> None:
     for worklist in worklists:
         shown = len(worklist.events)
         parts.append(
-            f"{worklist.title} ({worklist.count})"
+            f"{worklist.title} ({worklist.name}): {worklist.count}"
             + (f", the first {shown}:" if shown < worklist.count else "")
         )
         if worklist.events and worklist.reasons:

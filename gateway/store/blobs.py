@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import os
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +26,13 @@ T = TypeVar("T")
 # fsyncs run side by side share the journal's commits; beyond some tens
 # at once the disk gains nothing more.
 FSYNC_WORKERS = 16
+
+# A blob is written to a file named so, in its folder, then renamed.
+TEMPORARY_PREFIX = ".in-"
+
+# A temporary file older than this was left by a crash: no writer takes an
+# hour between creating it and its rename.
+TEMPORARY_MAX_AGE_SECONDS = 3600.0
 
 
 # One blob's content: pieces written one after another, never joined.
@@ -102,6 +110,41 @@ class BlobStore:
         """Return the content of a blob; raises FileNotFoundError."""
         return self.path_of(digest).read_bytes()
 
+    def remove_temporary_files(self, older_than_seconds: float) -> int:
+        """Remove the temporary files a crash left; return how many.
+
+        Blocking. Only files older than older_than_seconds go: a younger
+        one may be under way in another process (a CLI ingest). Only the
+        256 two-hex-digit folders are read; a file that cannot be removed
+        is left for the next sweep.
+
+        Limitation: a complete blob that no row refers to (its event was
+        never committed) is left alone: removing it safely needs a
+        reference check against a store another process may be writing.
+        """
+        oldest = time.time() - older_than_seconds
+        removed = 0
+        for number in range(256):
+            try:
+                with os.scandir(self.root / f"{number:02x}") as entries:
+                    stale = [
+                        entry.path
+                        for entry in entries
+                        if entry.name.startswith(TEMPORARY_PREFIX)
+                        and _modified_before(entry, oldest)
+                    ]
+            except OSError:
+                continue
+
+            for path in stale:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    continue
+                removed += 1
+
+        return removed
+
     def close(self) -> None:
         """Let the fsync threads end; a later put starts them again."""
         syncers, self._syncers = self._syncers, None
@@ -176,12 +219,12 @@ class BlobStore:
         target = self.path_of(digest)
         try:
             handle, temporary = tempfile.mkstemp(
-                dir=target.parent, prefix=".in-"
+                dir=target.parent, prefix=TEMPORARY_PREFIX
             )
         except FileNotFoundError:
             target.parent.mkdir(parents=True, exist_ok=True)
             handle, temporary = tempfile.mkstemp(
-                dir=target.parent, prefix=".in-"
+                dir=target.parent, prefix=TEMPORARY_PREFIX
             )
         try:
             try:
@@ -227,6 +270,14 @@ def sha256_of(*pieces: bytes) -> str:
         digest.update(piece)
 
     return digest.hexdigest()
+
+
+def _modified_before(entry: os.DirEntry[str], moment: float) -> bool:
+    """Tell whether a file was last written before a moment (epoch s)."""
+    try:
+        return entry.stat(follow_symlinks=False).st_mtime < moment
+    except OSError:
+        return False
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -485,6 +485,22 @@ def test_mailgate_user_names_the_actor(
     assert "to-confirm" in [worklist["name"] for worklist in worklists]
 
 
+def test_worklist_headings_name_each_list_as_json_does(
+    mailgate: Mailgate, company: Company, events: dict[str, int]
+) -> None:
+    """Each text heading shows the title, the --json name and the count."""
+    lists = mailgate("worklist", "--json", actor=company.manager).json()
+
+    printed = mailgate("worklist", actor=company.manager).stdout
+
+    headings = [f"{w['title']} ({w['name']}): {w['count']}" for w in lists]
+    failed = "Mail that could not be delivered (failed-deliveries): 0"
+    assert failed in headings
+    assert [line for line in printed.splitlines() if line in headings] == (
+        headings
+    )
+
+
 def test_the_console_scripts_print_the_same_listing(
     mailgate: Mailgate,
     mailgate_process: MailgateProcess,

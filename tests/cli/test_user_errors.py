@@ -10,7 +10,11 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import click
 import pytest
+
+from gateway.cli.app import SQLITE_MAX_INTEGER
+from gateway.cli.main import main
 
 if TYPE_CHECKING:
     from conftest import Company, Mailgate
@@ -31,6 +35,11 @@ def _one_error_line(stderr: str) -> str:
         ("event", "plan", "99999999999999999999999"),
         ("ticket", "show", "99999999999999999999999"),
         ("quarantine", "retry", "99999999999999999999999"),
+        ("event", "list", "--limit", "100000000000000000000"),
+        ("event", "list", "--limit", "0"),
+        ("event", "list", "--ticket", "99999999999999999999999"),
+        ("event", "follow-up", "1", "--ticket", "99999999999999999999999"),
+        ("event", "acknowledge", "99999999999999999999999"),
     ],
 )
 def test_an_id_too_large_for_the_store_is_refused_cleanly(
@@ -41,6 +50,34 @@ def test_an_id_too_large_for_the_store_is_refused_cleanly(
 
     assert outcome.exit_code == 2
     assert "Error" in _one_error_line(outcome.stderr)
+
+
+def _integer_parameters(
+    command: click.Command, path: str
+) -> list[tuple[str, click.Parameter]]:
+    found = [
+        (f"{path} {parameter.name}", parameter)
+        for parameter in command.params
+        if isinstance(parameter.type, click.types.IntParamType)
+    ]
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            found += _integer_parameters(sub, f"{path} {name}")
+
+    return found
+
+
+def test_every_integer_parameter_is_kept_within_sqlite_range() -> None:
+    """No integer option or argument of any command can overflow SQLite."""
+    parameters = _integer_parameters(main, "mailgate")
+
+    assert parameters
+    for where, parameter in parameters:
+        kind = parameter.type
+        assert isinstance(kind, click.IntRange), where
+        assert kind.min is not None and kind.min >= 1, where
+        assert kind.max is not None, where
+        assert kind.max <= SQLITE_MAX_INTEGER, where
 
 
 def test_content_file_that_is_not_utf8_is_refused(

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,39 @@ async def test_put_many_keeps_the_order_of_its_contents(
 
     assert digests == [hashlib.sha256(data).hexdigest() for data in contents]
     blobs.close()
+
+
+def _temporary(folder: Path, name: str, age_seconds: float) -> Path:
+    """Write a temporary blob file last modified age_seconds ago."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(b"half a message")
+    moment = time.time() - age_seconds
+    os.utime(path, (moment, moment))
+
+    return path
+
+
+async def test_only_old_temporary_files_are_swept(tmp_path: Path) -> None:
+    """Crash leftovers over the age go; young ones and blobs stay."""
+    blobs = BlobStore(tmp_path / "blobs")
+    digest = await blobs.put(b"a whole message")
+    old = _temporary(tmp_path / "blobs" / "ab", ".in-old", 7200)
+    young = _temporary(tmp_path / "blobs" / "ab", ".in-young", 60)
+    elsewhere = _temporary(tmp_path / "blobs" / "other", ".in-other", 7200)
+    os.utime(blobs.path_of(digest), (0, 0))
+
+    removed = blobs.remove_temporary_files(3600)
+
+    assert removed == 1
+    assert not old.exists()
+    assert young.exists()
+    assert elsewhere.exists()
+    assert blobs.read(digest) == b"a whole message"
+
+
+def test_sweeping_a_store_with_no_blobs_yet_removes_nothing(
+    tmp_path: Path,
+) -> None:
+    """No blobs folder at all: nothing to do, and no error."""
+    assert BlobStore(tmp_path / "blobs").remove_temporary_files(3600) == 0
