@@ -31,9 +31,8 @@ async def retry_delivery(
     Records a ``retry`` step in the history. Raises TransitionRefused,
     changing nothing, unless the gateway sends the event itself (not a
     copy of mail sent elsewhere), some recipient is bounced or failed and
-    none is still on its way (queued, deferred, or delayed further on
-    according to a delivery report), and the actor is its sender or a
-    manager.
+    none is still on its way (queued or deferred: the outbox still
+    sends to it), and the actor is its sender or a manager.
     """
     event = await get_event(db, event_id)
     statuses = await queue.delivery_statuses(db, event_id)

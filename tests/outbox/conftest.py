@@ -34,6 +34,7 @@ from gateway.crm.events import NewEvent, create_event
 from gateway.crm.passwords import hash_password
 from gateway.crm.steps import transition
 from gateway.ingest.smtp import Listener, start_listener, stop_listener
+from gateway.outbox.queue import entry_of
 from gateway.outbox.submission import (
     SubmissionListener,
     start_submission,
@@ -371,6 +372,18 @@ async def wait_for(
     async with asyncio.timeout(timeout):
         while not await condition():
             await asyncio.sleep(0.02)
+
+
+async def until_given_up(outbox: Outbox, store: Store, event_id: int) -> None:
+    """Run batches until the event's delivery has failed for good."""
+
+    async def given_up() -> bool:
+        await outbox.run_batch()
+        async with store.reading() as db:
+            entry = await entry_of(db, event_id)
+        return entry is not None and entry.failed_at is not None
+
+    await wait_for(given_up)
 
 
 Cli = Callable[..., Awaitable["Outcome"]]

@@ -44,6 +44,7 @@ from .conftest import (
     deliver_now,
     mail,
     submit_now,
+    until_given_up,
     wait_for,
 )
 
@@ -308,13 +309,7 @@ async def test_an_unreachable_smart_host_is_retried_up_to_the_limit(
     event_id = await confirmed_mail(store, staff)
     delays = [outbox.retry_delay(n) for n in range(1, 6)]
 
-    async def failed() -> bool:
-        await outbox.run_batch()
-        async with store.reading() as db:
-            entry = await entry_of(db, event_id)
-        return entry is not None and entry.failure is not None
-
-    await wait_for(failed)
+    await until_given_up(outbox, store, event_id)
 
     async with store.reading() as db:
         entry = await entry_of(db, event_id)

@@ -10,7 +10,13 @@ from gateway.outbox.worker import Outbox
 from gateway.settings import Settings
 from gateway.store import Store
 
-from .conftest import Cli, SmartHost, Staff, confirmed_mail, wait_for
+from .conftest import (
+    Cli,
+    SmartHost,
+    Staff,
+    confirmed_mail,
+    until_given_up,
+)
 
 
 async def _statuses(store: Store, event_id: int) -> list[tuple[str, str]]:
@@ -40,13 +46,7 @@ async def test_mail_given_up_on_is_sent_once_retried_by_its_sender(
     )
     event_id = await confirmed_mail(store, staff)
 
-    async def given_up() -> bool:
-        await unreachable.run_batch()
-        async with store.reading() as db:
-            entry = await entry_of(db, event_id)
-        return entry is not None and entry.failed_at is not None
-
-    await wait_for(given_up)
+    await until_given_up(unreachable, store, event_id)
     assert await _statuses(store, event_id) == [(staff.customer, "failed")]
 
     refused = await cli(
